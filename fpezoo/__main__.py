@@ -1,0 +1,5 @@
+import sys
+
+from fpezoo.cli import main
+
+sys.exit(main())
