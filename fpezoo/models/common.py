@@ -1,6 +1,24 @@
-"""Pieces shared by every model builder."""
+"""Pieces shared by every model builder.
+
+Every builder in ``fpezoo.models`` follows the keras.applications pattern::
+
+    model = Builder(num_keypoints=..., weights=None, input_shape=None,
+                    input_tensor=None, include_preprocessing=..., name=...)
+
+and returns a :class:`LandmarkModel` whose outputs are
+``[keypoints (N, K, 2) in input-tensor pixels, confidence (N, K)]``. The helpers
+below hold the parts every builder shares: argument checks, the image input,
+and the final model with its weights.
+"""
+
+import os
 
 import keras
+
+# Name of the layer that predicts one channel (or value pair) per keypoint in
+# every family. It is the layer that starts fresh when weights trained for
+# another keypoint count are loaded.
+KEYPOINT_HEAD = "keypoint_head"
 
 
 @keras.saving.register_keras_serializable(package="fpezoo")
@@ -28,3 +46,124 @@ def _keypoints_output(y_pred):
     if isinstance(y_pred, (list, tuple)):
         return y_pred[0]
     return y_pred
+
+
+def validate_num_keypoints(num_keypoints):
+    """Checks that ``num_keypoints`` is a positive integer and returns it."""
+    if isinstance(num_keypoints, bool) or not isinstance(num_keypoints, int) or num_keypoints < 1:
+        raise ValueError(
+            "`num_keypoints` must be a positive integer. "
+            f"Received: num_keypoints={num_keypoints!r}"
+        )
+    return num_keypoints
+
+
+def validate_weights_argument(weights):
+    """Checks that ``weights`` is None, a registered name or a file path."""
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(
+            "`weights` must be None, a registered weights name or a path to a "
+            f"`.weights.h5` file. Received: weights={weights!r}"
+        )
+    return weights
+
+
+def image_input(input_shape=None, input_tensor=None, default_shape=(80, 80, 1),
+                allowed_channels=(1,), fixed_size=None, size_multiple=1, dtype=None):
+    """Resolves the model's image input in the keras.applications style.
+
+    Args:
+        input_shape: ``(height, width, channels)`` without the batch axis, or None
+            for ``default_shape`` (or the shape of ``input_tensor``).
+        input_tensor: optional Keras tensor (e.g. the output of ``keras.Input`` or
+            of another layer) to use as the image input.
+        default_shape: shape used when neither argument gives one.
+        allowed_channels: channel counts the model accepts.
+        fixed_size: ``(height, width)`` the model requires, or None.
+        size_multiple: height and width must be multiples of this (when known).
+        dtype: dtype of a newly created input (None: the float policy).
+
+    Returns:
+        ``(model_inputs, images)``: what to pass as the model's ``inputs`` and the
+        image tensor to build the network on.
+
+    Raises:
+        ValueError: when the shape has the wrong rank, channel count or size.
+    """
+    if input_tensor is not None:
+        tensor_shape = tuple(input_tensor.shape)
+        if len(tensor_shape) != 4:
+            raise ValueError(
+                "`input_tensor` must be a batch of images (batch, height, width, channels). "
+                f"Received: input_tensor.shape={tensor_shape}"
+            )
+        if input_shape is not None and tuple(input_shape) != tensor_shape[1:]:
+            raise ValueError(
+                "`input_shape` and `input_tensor` disagree. "
+                f"Received: input_shape={tuple(input_shape)}, input_tensor.shape={tensor_shape}"
+            )
+        shape = tensor_shape[1:]
+    else:
+        shape = default_shape if input_shape is None else input_shape
+    shape = _check_image_shape(shape, allowed_channels, fixed_size, size_multiple)
+    if input_tensor is None:
+        images = keras.Input(shape=shape, dtype=dtype, name="images")
+        return images, images
+    if not keras.backend.is_keras_tensor(input_tensor):
+        images = keras.Input(tensor=input_tensor, shape=shape)
+        return images, images
+    return keras.utils.get_source_inputs(input_tensor), input_tensor
+
+
+def _check_image_shape(shape, allowed_channels, fixed_size, size_multiple):
+    try:
+        shape = tuple(None if d is None else int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`input_shape` must be (height, width, channels). Received: input_shape={shape!r}"
+        ) from None
+    if len(shape) != 3:
+        raise ValueError(
+            "`input_shape` must have rank 3, (height, width, channels), without the batch "
+            f"axis. Received: input_shape={shape}"
+        )
+    if shape[2] not in allowed_channels:
+        raise ValueError(
+            f"This model takes images with {' or '.join(map(str, allowed_channels))} "
+            f"channel(s). Received: input_shape={shape}"
+        )
+    if fixed_size is not None and shape[:2] != tuple(fixed_size):
+        raise ValueError(
+            f"This model takes {fixed_size[0]}x{fixed_size[1]} images (use "
+            "include_preprocessing=True to accept any size). "
+            f"Received: input_shape={shape}"
+        )
+    for size in shape[:2]:
+        if size is not None and (size < 1 or size % size_multiple):
+            raise ValueError(
+                f"Image height and width must be positive multiples of {size_multiple} "
+                f"for this model. Received: input_shape={shape}"
+            )
+    return shape
+
+
+def build_landmark_model(inputs, outputs, name, weights=None):
+    """Creates the :class:`LandmarkModel` and loads ``weights`` into it.
+
+    Args:
+        inputs: the model's input tensor(s).
+        outputs: ``[keypoints, confidence]``.
+        name: model name.
+        weights: None, a registered weights name or a ``.weights.h5`` path; see
+            :func:`fpezoo.weights.load_weights` (partial loading when the
+            keypoint count differs).
+
+    Returns:
+        The model.
+    """
+    model = LandmarkModel(inputs=inputs, outputs=outputs, name=name)
+    if weights is not None:
+        from fpezoo.weights import load_weights
+
+        load_weights(model, weights)
+    return model
