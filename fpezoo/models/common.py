@@ -112,7 +112,8 @@ def image_input(input_shape=None, input_tensor=None, default_shape=(80, 80, 1),
     if not keras.backend.is_keras_tensor(input_tensor):
         images = keras.Input(tensor=input_tensor, shape=shape)
         return images, images
-    return keras.utils.get_source_inputs(input_tensor), input_tensor
+    sources = keras.utils.get_source_inputs(input_tensor)
+    return (sources[0] if len(sources) == 1 else sources), input_tensor
 
 
 def _check_image_shape(shape, allowed_channels, fixed_size, size_multiple):

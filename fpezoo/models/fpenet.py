@@ -1,0 +1,187 @@
+"""FPENet, TAO's facial landmark estimator, in Keras 3.
+
+A Recombinator Network (Honari et al., CVPR 2016; the FPENet variant of Honari
+et al., CVPR 2018, appendix) with a soft-argmax head, built as TAO's
+``FpeNetModel`` builds it (channels-last here):
+
+* encoder: four blocks of [conv 3x3, ReLU], each output kept as a skip, then
+  max-pool 2 (80 -> 40 -> 20 -> 10 -> 5);
+* trunk at 5x5: conv 3x3, conv 3x3, conv 1x1;
+* decoder: four blocks of [upsample x2 (``Conv2DTranspose`` 2x2 stride 2 without
+  bias, or ``UpSampling2D``), concatenate with the matching skip, conv 3x3
+  (5x5 in ``base_5x5``), conv 1x1];
+* optional extra conv 1x1, then the linear conv 1x1 ``keypoint_head`` giving one
+  heatmap per keypoint, decoded by :class:`fpezoo.layers.SoftArgmax`.
+
+All convolutions are 'same', with bias and ReLU, without batch norm. TAO's
+variants:
+
+============  ===================  ==============  ============  =====================
+variant       upsampling           extra conv 1x1  decoder conv  trainable params (80)
+============  ===================  ==============  ============  =====================
+base          Conv2DTranspose      yes             3x3           576,144
+release       UpSampling2D         yes             3x3           510,608
+public        Conv2DTranspose      no              3x3           571,984
+base_5x5      Conv2DTranspose      no              5x5           1,096,272
+============  ===================  ==============  ============  =====================
+"""
+
+import keras
+
+from fpezoo.layers import FacePreprocessing, RescaleKeypoints, SoftArgmax
+from fpezoo.models.common import (
+    KEYPOINT_HEAD,
+    build_landmark_model,
+    image_input,
+    validate_num_keypoints,
+    validate_weights_argument,
+)
+
+# variant -> (upsampling layer, extra 1x1 conv, decoder kernel size), as TAO's
+# FpeNetBaseModel types FpeNet_base, FpeNet_release, FpeNet_public,
+# FpeNet_base_5x5_conv.
+VARIANTS = {
+    "base": ("transpose", True, 3),
+    "release": ("upsampling", True, 3),
+    "public": ("transpose", False, 3),
+    "base_5x5": ("transpose", False, 5),
+}
+NETWORK_SIZE = (80, 80)
+NUM_BLOCKS = 4
+
+
+def FPENet(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, variant="base",
+           width=64, heatmap_size=None, beta=0.01, include_preprocessing=False, input_color=None,
+           name="fpenet"):
+    """Builds TAO's FPENet facial landmark estimator.
+
+    Reference: Honari, Molchanov, Tyree, Vincent, Pal, Kautz, "Improving Landmark
+    Localization with Semi-Supervised Learning", CVPR 2018
+    (https://arxiv.org/abs/1709.01591); NVIDIA TAO Toolkit's FPENet.
+
+    Args:
+        num_keypoints: number of keypoints K (68, 80 and 104 are TAO's schemes;
+            any positive count works).
+        weights: None (random initialisation), a name from the weights registry
+            (sha256-checked) or a path to a ``.weights.h5`` file. Weights trained
+            for another keypoint count load into every layer but
+            ``keypoint_head``, with a warning naming the layers that start fresh.
+        input_shape: ``(height, width, channels)``. Without preprocessing:
+            grayscale, height and width multiples of 16, default ``(80, 80, 1)``.
+            With preprocessing: any size, 1 or 3 channels, default
+            ``(None, None, 3)``.
+        input_tensor: optional Keras tensor to build the model on.
+        variant: ``"base"``, ``"release"``, ``"public"`` or ``"base_5x5"`` (see
+            the module docstring).
+        width: filters of every convolution (TAO: 64); 32 or 16 give lighter CPU
+            models.
+        heatmap_size: height of the heatmaps: the network's input height
+            (default, 80 for TAO's input) or half of it (40), which skips the
+            last decoder block (about two thirds of the computation) while
+            soft-argmax stays sub-pixel.
+        beta: soft-argmax inverse temperature (TAO's default 0.01).
+        include_preprocessing: prepend :class:`fpezoo.layers.FacePreprocessing`,
+            so the model takes raw 0-255 images of any size (resized to 80x80 and
+            converted to grayscale) and returns keypoints in that input's pixels.
+        input_color: with preprocessing, ``"rgb"`` or ``"bgr"`` for 3-channel
+            inputs (default ``"rgb"``); 1-channel inputs are grayscale.
+        name: model name.
+
+    Returns:
+        A :class:`fpezoo.models.common.LandmarkModel` taking raw 0-255 grayscale
+        face crops (N, H, W, 1) and returning ``[keypoints (N, K, 2), confidence
+        (N, K)]``, keypoints in input-tensor pixels (pixel-centre convention).
+
+    Raises:
+        ValueError: for a bad argument (the message ends with ``Received: ...``).
+    """
+    validate_num_keypoints(num_keypoints)
+    validate_weights_argument(weights)
+    if variant not in VARIANTS:
+        raise ValueError(f"`variant` must be one of {tuple(VARIANTS)}. Received: variant={variant!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"`width` must be a positive integer. Received: width={width!r}")
+
+    if include_preprocessing:
+        inputs, images = image_input(input_shape, input_tensor, default_shape=(None, None, 3),
+                                     allowed_channels=(1, 3))
+        color = _input_color(images.shape[-1], input_color)
+        network_input = FacePreprocessing(NETWORK_SIZE, input_color=color,
+                                          output_color="grayscale", name="preprocessing")(images)
+    else:
+        if input_color is not None:
+            raise ValueError(
+                "`input_color` applies only with include_preprocessing=True (the network "
+                f"itself takes grayscale). Received: input_color={input_color!r}"
+            )
+        inputs, images = image_input(input_shape, input_tensor, default_shape=NETWORK_SIZE + (1,),
+                                     allowed_channels=(1,), size_multiple=2**NUM_BLOCKS)
+        network_input = images
+
+    network_size = tuple(network_input.shape[1:3])
+    decoder_blocks = _decoder_blocks(network_size[0], heatmap_size)
+    heatmaps = _recombinator_heatmaps(network_input, num_keypoints, variant, width, decoder_blocks)
+    keypoints, confidence = SoftArgmax(beta=beta, name="soft_argmax")(heatmaps)
+    heatmap_grid = tuple(heatmaps.shape[1:3])
+    if include_preprocessing:
+        keypoints = RescaleKeypoints(heatmap_grid, name="rescale_keypoints")(keypoints, images)
+    elif heatmap_grid != network_size:
+        keypoints = RescaleKeypoints(heatmap_grid, network_size, name="rescale_keypoints")(keypoints)
+    return build_landmark_model(inputs, [keypoints, confidence], name=name, weights=weights)
+
+
+def _input_color(channels, input_color):
+    if channels == 1:
+        allowed, default = ("grayscale",), "grayscale"
+    else:
+        allowed, default = ("rgb", "bgr"), "rgb"
+    color = default if input_color is None else input_color
+    if color not in allowed:
+        raise ValueError(
+            f"Images with {channels} channel(s) can be {' or '.join(allowed)}. "
+            f"Received: input_color={input_color!r}"
+        )
+    return color
+
+
+def _decoder_blocks(network_height, heatmap_size):
+    """Number of decoder blocks that give heatmaps of ``heatmap_size``."""
+    if heatmap_size is None or heatmap_size == network_height:
+        return NUM_BLOCKS
+    if heatmap_size * 2 == network_height:
+        return NUM_BLOCKS - 1
+    raise ValueError(
+        f"`heatmap_size` must be the network's input height ({network_height}) or half of it "
+        f"({network_height // 2}). Received: heatmap_size={heatmap_size!r}"
+    )
+
+
+def _conv(x, filters, kernel_size, name, activation="relu"):
+    return keras.layers.Conv2D(filters, kernel_size, padding="same", activation=activation,
+                               name=name)(x)
+
+
+def _recombinator_heatmaps(images, num_keypoints, variant, width, decoder_blocks):
+    """The Recombinator Network trunk and head: images -> (N, h, w, K) heatmaps."""
+    upsampling, extra_conv, decoder_kernel = VARIANTS[variant]
+    x = images
+    skips = []
+    for block in range(1, NUM_BLOCKS + 1):
+        x = _conv(x, width, 3, f"encoder{block}_conv")
+        skips.append(x)
+        x = keras.layers.MaxPooling2D(2, name=f"encoder{block}_pool")(x)
+    x = _conv(x, width, 3, "trunk_conv1")
+    x = _conv(x, width, 3, "trunk_conv2")
+    x = _conv(x, width, 1, "trunk_conv3")
+    for block, skip in zip(range(1, decoder_blocks + 1), reversed(skips)):
+        if upsampling == "transpose":
+            x = keras.layers.Conv2DTranspose(width, 2, strides=2, use_bias=False,
+                                             name=f"decoder{block}_upsample")(x)
+        else:
+            x = keras.layers.UpSampling2D(2, name=f"decoder{block}_upsample")(x)
+        x = keras.layers.Concatenate(name=f"decoder{block}_concat")([x, skip])
+        x = _conv(x, width, decoder_kernel, f"decoder{block}_conv1")
+        x = _conv(x, width, 1, f"decoder{block}_conv2")
+    if extra_conv:
+        x = _conv(x, width, 1, "extra_conv")
+    return _conv(x, num_keypoints, 1, KEYPOINT_HEAD, activation=None)

@@ -1,0 +1,144 @@
+"""Tests for the weights registry, checksums, partial loading and model cards."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from fpezoo import weights as weights_module
+from fpezoo.cli import main as cli_main
+from fpezoo.models.fpenet import FPENet
+
+TINY = dict(width=4)
+FACES = np.random.default_rng(0).uniform(0, 255, (2, 80, 80, 1)).astype("float32")
+
+
+def _saved(tmp_path, filename="tiny.weights.h5", **config):
+    model = FPENet(**{**TINY, **config})
+    # Non-default values everywhere, so a layer that did not load is detected.
+    for layer in model.layers:
+        layer.set_weights([np.random.default_rng(1).normal(size=w.shape) for w in layer.get_weights()])
+    path = tmp_path / filename
+    model.save_weights(path)
+    return model, path
+
+
+def _register(tmp_path, monkeypatch, path, name="tiny", config=None, digest=None):
+    (tmp_path / f"{name}.md").write_text(f"# {name}\nTrained on nothing; test weights.\n")
+    entry = {
+        "file": path.name,
+        "sha256": digest or weights_module.sha256(path),
+        "builder": "FPENet",
+        "config": config or {"num_keypoints": 68, **TINY},
+        "card": f"{name}.md",
+        "scheme": "ibug68",
+    }
+    (tmp_path / "registry.json").write_text(json.dumps({name: entry}))
+    monkeypatch.setenv("FPEZOO_WEIGHTS_DIR", str(tmp_path))
+
+
+def test_path_round_trip_gives_identical_outputs(tmp_path):
+    original, path = _saved(tmp_path)
+    restored = FPENet(weights=path, **TINY)
+    for expected, actual in zip(original(FACES), restored(FACES)):
+        np.testing.assert_array_equal(expected, actual)
+
+
+def test_registered_name_card_and_build(tmp_path, monkeypatch, capsys):
+    original, path = _saved(tmp_path)
+    _register(tmp_path, monkeypatch, path)
+    by_name = FPENet(weights="tiny", **TINY)
+    np.testing.assert_array_equal(original(FACES)[0], by_name(FACES)[0])
+    built = weights_module.build_registered("tiny")
+    np.testing.assert_array_equal(original(FACES)[0], built(FACES)[0])
+    assert "Trained on nothing" in weights_module.model_card("tiny")
+    assert cli_main(["card", "tiny"]) == 0
+    printed = capsys.readouterr().out
+    assert "# tiny" in printed and weights_module.sha256(path) in printed
+    assert cli_main(["card"]) == 0
+    assert capsys.readouterr().out.startswith("tiny\tFPENet\tibug68")
+
+
+def test_checksum_mismatch_is_reported(tmp_path, monkeypatch):
+    _, path = _saved(tmp_path)
+    _register(tmp_path, monkeypatch, path, digest="0" * 64)
+    with pytest.raises(ValueError, match=r"Checksum mismatch.*Received: weights='tiny'"):
+        FPENet(weights="tiny", **TINY)
+
+
+def test_unknown_name_lists_known_names(tmp_path, monkeypatch):
+    _, path = _saved(tmp_path)
+    _register(tmp_path, monkeypatch, path)
+    with pytest.raises(ValueError, match=r"Unknown weights name 'nope'\. Known names: tiny.*Received: weights='nope'$"):
+        FPENet(weights="nope", **TINY)
+    with pytest.raises(ValueError, match="Unknown weights name"):
+        weights_module.model_card("nope")
+
+
+def test_other_keypoint_count_loads_trunk_and_warns(tmp_path):
+    original, path = _saved(tmp_path, num_keypoints=68)
+    with pytest.warns(UserWarning, match=r"except \['keypoint_head'\]"):
+        partial = FPENet(num_keypoints=10, weights=path, **TINY)
+    for layer in partial.layers:
+        if layer.weights and layer.name != "keypoint_head":
+            for expected, actual in zip(original.get_layer(layer.name).get_weights(), layer.get_weights()):
+                np.testing.assert_array_equal(expected, actual)
+    assert partial.get_layer("keypoint_head").get_weights()[0].shape == (1, 1, 4, 10)
+    assert partial(FACES)[0].shape == (2, 10, 2)
+
+
+@pytest.mark.parametrize(
+    "saved_config, first_mismatch",
+    [({"width": 8}, "encoder1_conv"),
+     ({"variant": "release"}, "decoder1_upsample"),
+     ({"heatmap_size": 40}, "decoder4_upsample")],
+)
+def test_weights_of_another_model_name_first_mismatching_layer(tmp_path, saved_config, first_mismatch):
+    _, path = _saved(tmp_path, **saved_config)
+    with pytest.raises(ValueError, match=f"another model: the first mismatching layer is '{first_mismatch}'"):
+        FPENet(weights=path, **TINY)
+
+
+def test_weights_of_an_unrelated_keras_model(tmp_path):
+    inputs = keras.Input((4,))
+    other = keras.Model(inputs, keras.layers.Dense(2, name="dense_head")(inputs))
+    path = tmp_path / "other.weights.h5"
+    other.save_weights(path)
+    with pytest.raises(ValueError, match="first mismatching layer is 'encoder1_conv' .absent from the file"):
+        FPENet(weights=path, **TINY)
+
+
+def test_extra_layers_in_file_are_a_mismatch(tmp_path):
+    _, path = _saved(tmp_path, variant="base")
+    with pytest.raises(ValueError, match="file has layer 'extra_conv'"):
+        FPENet(weights=path, variant="public", **TINY)
+
+
+def test_truncated_and_corrupt_files(tmp_path):
+    _, path = _saved(tmp_path)
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.weights.h5"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"truncated or corrupt.*Received: weights="):
+        FPENet(weights=truncated, **TINY)
+    garbage = tmp_path / "garbage.weights.h5"
+    garbage.write_bytes(b"not an hdf5 file" * 100)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        FPENet(weights=garbage, **TINY)
+
+
+def test_path_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Received: weights="):
+        FPENet(weights=tmp_path / "missing.weights.h5", **TINY)
+    with pytest.raises(ValueError, match=r"'\.weights\.h5' files.*Received: weights="):
+        FPENet(weights=tmp_path / "model.h5", **TINY)
+    with pytest.raises(TypeError, match="Received: weights=3"):
+        FPENet(weights=3, **TINY)
+
+
+def test_registry_found_in_source_checkout(monkeypatch):
+    monkeypatch.delenv("FPEZOO_WEIGHTS_DIR", raising=False)
+    folder = weights_module.weights_dir()
+    assert (folder / "registry.json").is_file()
+    assert isinstance(weights_module.registry(), dict)
