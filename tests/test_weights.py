@@ -142,3 +142,9 @@ def test_registry_found_in_source_checkout(monkeypatch):
     folder = weights_module.weights_dir()
     assert (folder / "registry.json").is_file()
     assert isinstance(weights_module.registry(), dict)
+
+
+def test_plain_weights_load_into_a_preprocessing_model(tmp_path):
+    original, path = _saved(tmp_path)
+    wrapped = FPENet(weights=path, include_preprocessing=True, input_shape=(80, 80, 1), **TINY)
+    np.testing.assert_allclose(original(FACES)[0], wrapped(FACES)[0], atol=1e-4)
