@@ -1,0 +1,198 @@
+"""Measures the offline face detectors on real faces.
+
+For each detector: detection rate on a fixed sample of AFLW2000-3D images
+(450x450, one annotated face, all poses) and of the MTFL test crops (80x80 loose
+AFLW face crops), mean detections per image, and milliseconds per image
+(wall-clock, one image at a time, after one warm-up image).
+
+A face counts as detected when some detection box contains its five inner
+ground-truth points (eye centres, nose tip, mouth corners; on AFLW2000-3D taken
+from the 68 ``pts68_fitted`` points) and is at most ``MAX_SIZE_RATIO`` times the
+diagonal of those points' box (so a box covering the whole image does not
+count). On AFLW2000-3D the rate at IoU >= 0.3 with the 68-point landmark box is
+reported too. The script also prints how the matched detection boxes
+relate to the 68-point landmark boxes on AFLW2000-3D (median centre offset and
+size ratio), the calibration :class:`fpezoo.LandmarkDetector` uses to crop
+faces from detector boxes the way the models were trained (from landmark
+boxes).
+
+Usage::
+
+    python benchmarks/detection.py --count 300 --output detection_benchmark.json
+    # OpenCV's Haar cascade needs opencv<5: run it from an environment that has it
+    /path/to/venv-with-opencv4/bin/python benchmarks/detection.py --detectors haar
+
+Data come from ``$FPEZOO_DATA`` or ``../shared/data``.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from fpezoo import detection  # noqa: E402
+
+IOU_THRESHOLD = 0.3
+MAX_SIZE_RATIO = 4.0
+# 68-point iBUG indices of the five inner points: eyes (means), nose tip, mouth corners.
+IBUG_EYES = (range(36, 42), range(42, 48))
+IBUG_NOSE_TIP, IBUG_MOUTH_CORNERS = 30, (48, 54)
+
+
+def data_dir():
+    path = pathlib.Path(os.environ.get("FPEZOO_DATA") or
+                        pathlib.Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not path.is_dir():
+        sys.exit(f"Face data not found: set FPEZOO_DATA. Received: path={path}")
+    return path
+
+
+def aflw2000_samples(root, count, seed):
+    labels = np.load(root / "aflw2000-3d" / "landmarks.npz")
+    index = np.sort(np.random.default_rng(seed).choice(len(labels["names"]), count, replace=False))
+    for i in index:
+        points = labels["pts68_fitted"][i, :, :2]
+        five = np.stack([points[list(IBUG_EYES[0])].mean(0), points[list(IBUG_EYES[1])].mean(0),
+                         points[IBUG_NOSE_TIP], *points[list(IBUG_MOUTH_CORNERS)]])
+        yield (root / "aflw2000-3d" / "images" / str(labels["names"][i]), five, points,
+               float(labels["yaw_deg"][i]))
+
+
+def mtfl_samples(root, count, seed):
+    lines = (root / "mtfl" / "test.txt").read_text().split("\n")
+    lines = [line.split() for line in lines if line.strip()]
+    index = np.sort(np.random.default_rng(seed).choice(len(lines), count, replace=False))
+    for i in index:
+        fields = lines[i]
+        values = np.array(fields[1:11], dtype="float32")
+        yield root / "mtfl" / fields[0], np.stack([values[:5], values[5:]], axis=-1), None, None
+
+
+def landmark_box(points):
+    """Box of points in pixel-centre units, as pixel-corner extent."""
+    return np.array([*points.min(0), *(points.max(0) + 1.0)])
+
+
+def contains_face(box, five_points):
+    """The criterion of the module docstring."""
+    inside = np.all((five_points + 0.5 >= box[:2]) & (five_points + 0.5 <= box[2:]))
+    truth = landmark_box(five_points)
+    return bool(inside) and np.hypot(*(box[2:] - box[:2])) <= MAX_SIZE_RATIO * np.hypot(*(truth[2:] - truth[:2]))
+
+
+def iou(a, b):
+    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = inter_w * inter_h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def run(detector, samples):
+    times, hits, iou_hits, counts, calibration, yaw_hits = [], [], [], [], [], []
+    warmed_up = False
+    for path, five_points, points68, yaw in samples:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        if not warmed_up:
+            detector.detect(image)
+            warmed_up = True
+        start = time.perf_counter()
+        found = detector.detect(image)
+        times.append(time.perf_counter() - start)
+        hit = any(contains_face(np.array(d.box), five_points) for d in found)
+        hits.append(hit)
+        counts.append(len(found))
+        if yaw is not None:
+            yaw_hits.append((abs(yaw), hit))
+        if points68 is None:
+            continue
+        truth = landmark_box(points68)
+        overlaps = [iou(np.array(d.box), truth) for d in found]
+        best = int(np.argmax(overlaps)) if overlaps else None
+        iou_hits.append(best is not None and overlaps[best] >= IOU_THRESHOLD)
+        if iou_hits[-1]:
+            box = np.array(found[best].box)
+            size = box[2:] - box[:2]
+            calibration.append(np.concatenate([
+                ((truth[:2] + truth[2:]) - (box[:2] + box[2:])) / 2 / size,
+                (truth[2:] - truth[:2]) / size,
+            ]))
+    result = {
+        "images": len(hits),
+        "detection_rate": float(np.mean(hits)),
+        "detections_per_image": float(np.mean(counts)),
+        "ms_per_image_mean": 1000 * float(np.mean(times)),
+        "ms_per_image_median": 1000 * float(np.median(times)),
+    }
+    if iou_hits:
+        result["detection_rate_iou"] = float(np.mean(iou_hits))
+    if yaw_hits:
+        yaw, hit = np.array(yaw_hits).T
+        for low, high in ((0, 30), (30, 60), (60, 1000)):
+            in_bin = (yaw > low) & (yaw <= high) if low else yaw <= high
+            result[f"detection_rate_yaw_{low}_{min(high, 90)}"] = float(hit[in_bin].mean())
+    if calibration:
+        median = np.median(np.array(calibration), axis=0)
+        result["landmark_box_from_detection"] = {
+            "centre_offset_x": float(median[0]), "centre_offset_y": float(median[1]),
+            "width_ratio": float(median[2]), "height_ratio": float(median[3]),
+        }
+    return result
+
+
+DETECTOR_FACTORIES = {
+    "mtcnn": lambda: detection.MTCNNDetector(),
+    "dlib": lambda: detection.DlibHOGDetector(upsample=1),
+    "lbp": lambda: detection.LBPCascadeDetector(),
+    "haar": lambda: detection.HaarCascadeDetector(),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--detectors", nargs="+", default=["mtcnn", "dlib", "lbp", "haar"],
+                        choices=sorted(DETECTOR_FACTORIES))
+    parser.add_argument("--count", type=int, default=300, help="images per data set")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="detection_benchmark.json")
+    args = parser.parse_args()
+    root = data_dir()
+    results = {"iou_threshold": IOU_THRESHOLD, "max_size_ratio": MAX_SIZE_RATIO, "count": args.count, "seed": args.seed, "detectors": {}}
+    for name in args.detectors:
+        try:
+            detector = DETECTOR_FACTORIES[name]()
+        except ImportError as error:
+            print(f"{name}: unavailable here ({error})")
+            results["detectors"][name] = {"unavailable": str(error)}
+            continue
+        results["detectors"][name] = {
+            "detector": repr(detector),
+            "aflw2000_3d": run(detector, aflw2000_samples(root, args.count, args.seed)),
+            "mtfl_test": run(detector, mtfl_samples(root, args.count, args.seed)),
+        }
+    print(f"{'detector':<10}{'set':<13}{'rate':>7}{'IoU.3':>7}{'<=30':>7}{'30-60':>7}{'>60':>7}"
+          f"{'dets/img':>10}{'ms mean':>9}{'ms med':>8}")
+    for name, sets in results["detectors"].items():
+        for set_name in ("aflw2000_3d", "mtfl_test"):
+            if set_name not in sets:
+                continue
+            r = sets[set_name]
+            bins = [r.get(f"detection_rate_yaw_{b}") for b in ("0_30", "30_60", "60_90")]
+            bins = "".join(f"{b:>7.3f}" if b is not None else f"{'-':>7}" for b in bins)
+            iou_rate = f"{r['detection_rate_iou']:>7.3f}" if "detection_rate_iou" in r else f"{'-':>7}"
+            print(f"{name:<10}{set_name:<13}{r['detection_rate']:>7.3f}{iou_rate}{bins}"
+                  f"{r['detections_per_image']:>10.2f}{r['ms_per_image_mean']:>9.1f}"
+                  f"{r['ms_per_image_median']:>8.1f}")
+    pathlib.Path(args.output).write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

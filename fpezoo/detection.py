@@ -1,0 +1,399 @@
+"""Offline face detectors for the landmark predictor.
+
+Nothing is downloaded: every detector here runs on weights that ship inside a
+package from PyPI.
+
+* :class:`MTCNNDetector` (``pip install mtcnn``, MIT; TensorFlow, weights in the
+  wheel) gives a box, a score and 5 points per face. Zhang et al., "Joint Face
+  Detection and Alignment using Multi-task Cascaded Convolutional Networks",
+  IEEE SPL 2016 (https://arxiv.org/abs/1604.02878).
+* :class:`DlibHOGDetector` (``pip install dlib-bin``, Boost licence) is dlib's
+  HOG + linear SVM frontal face detector. Dalal & Triggs, "Histograms of Oriented
+  Gradients for Human Detection", CVPR 2005; King, "Max-Margin Object
+  Detection", arXiv:1502.00046.
+* :class:`LBPCascadeDetector` runs OpenCV's LBP frontal face cascade with
+  scikit-image's own cascade code (both ship in ``scikit-image``; no OpenCV
+  needed). Liao et al., "Learning Multi-scale Block Local Binary Patterns for
+  Face Recognition", ICB 2007.
+* :class:`HaarCascadeDetector` is OpenCV's Viola-Jones cascade; OpenCV 5 removed
+  ``cv2.CascadeClassifier``, so it needs ``opencv-python-headless<5``. Viola &
+  Jones, "Rapid Object Detection using a Boosted Cascade of Simple Features",
+  CVPR 2001.
+
+Any object with a ``detect(image_rgb) -> list of Detection`` method (a
+:class:`Detection` is a ``(box, score, points)`` named tuple) plugs into
+:class:`fpezoo.LandmarkDetector`. Boxes are ``(x_min, y_min, x_max, y_max)`` in
+pixel-corner units of the image they were found in, points ``(x, y)`` in the
+pixel-centre convention of ``docs/DESIGN.md``.
+
+The default detector, :data:`DEFAULT_DETECTOR`, was chosen by
+``python benchmarks/detection.py`` (detection rate on AFLW2000-3D and on the MTFL
+test crops, and milliseconds per image).
+"""
+
+import abc
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from fpezoo.coordinates import rescale_points
+
+DEFAULT_DETECTOR = "mtcnn"
+# Images are searched for faces at this longest side at most (a 20000x20000
+# photo is detected on a downscaled copy; the landmarks use the full image).
+DEFAULT_MAX_DETECTION_SIDE = 1280
+# Names of MTCNN's five points, in the order of Detection.points.
+FIVE_POINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+class Detection(NamedTuple):
+    """One detected face.
+
+    Attributes:
+        box: ``(x_min, y_min, x_max, y_max)`` in pixel-corner units.
+        score: the detector's confidence (its own scale: a probability for
+            MTCNN, an SVM margin for dlib, a boosting level weight for Haar).
+        points: optional ``(5, 2)`` float array of eye centres, nose tip and
+            mouth corners (image-left first), or None.
+    """
+
+    box: tuple
+    score: float
+    points: Optional[np.ndarray] = None
+
+
+class FaceDetector(abc.ABC):
+    """Interface of a face detector: ``detect(image_rgb) -> list[Detection]``.
+
+    Attributes:
+        name: short name used in outputs and benchmarks.
+        landmark_box_calibration: ``(centre_x, centre_y, width, height)`` that
+            turn this detector's box into the box of the face's 68 landmarks
+            (which training crops are cut around): centre offsets in box
+            widths / heights and size ratios, medians measured on AFLW2000-3D
+            by ``benchmarks/detection.py``; None when not measured.
+    """
+
+    name = "detector"
+    landmark_box_calibration = None
+
+    @abc.abstractmethod
+    def detect(self, image_rgb):
+        """Finds the faces of one image.
+
+        Args:
+            image_rgb: ``(H, W, 3)`` uint8 RGB array.
+
+        Returns:
+            A list of :class:`Detection`, possibly empty.
+        """
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class MTCNNDetector(FaceDetector):
+    """MTCNN from the ``mtcnn`` package (boxes, scores and 5 points).
+
+    Args:
+        min_face_size: smallest face side searched, in pixels.
+        thresholds: score thresholds of the P-, R- and O-Net stages.
+        min_score: detections below this final score are dropped.
+    """
+
+    name = "mtcnn"
+    # python benchmarks/detection.py --count 300 (AFLW2000-3D, 287 matched faces).
+    landmark_box_calibration = (0.006, 0.127, 1.064, 0.764)
+
+    def __init__(self, min_face_size=20, thresholds=(0.6, 0.7, 0.8), min_score=0.0):
+        try:
+            from mtcnn import MTCNN
+        except ImportError as error:
+            raise ImportError(
+                "MTCNNDetector needs the `mtcnn` package: pip install mtcnn "
+                "(or pip install fpezoo[detect])."
+            ) from error
+        if not min_face_size >= 1:
+            raise ValueError(f"`min_face_size` must be >= 1. Received: min_face_size={min_face_size!r}")
+        if len(thresholds) != 3:
+            raise ValueError(
+                f"`thresholds` must hold three values (P-, R-, O-Net). Received: thresholds={thresholds!r}"
+            )
+        self.min_face_size = min_face_size
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.min_score = float(min_score)
+        self._mtcnn = MTCNN(stages="face_and_landmarks_detection")
+
+    def detect(self, image_rgb):
+        image_rgb = _check_rgb(image_rgb)
+        # MTCNN's first stage needs at least one 12x12 window.
+        if min(image_rgb.shape[:2]) < 12:
+            return []
+        faces = self._mtcnn.detect_faces(
+            image_rgb, box_format="xyxy", min_face_size=self.min_face_size,
+            threshold_pnet=self.thresholds[0], threshold_rnet=self.thresholds[1],
+            threshold_onet=self.thresholds[2],
+        )
+        detections = []
+        for face in faces:
+            if face["confidence"] < self.min_score:
+                continue
+            points = np.array([face["keypoints"][name] for name in FIVE_POINT_NAMES], dtype="float32")
+            detections.append(Detection(tuple(float(v) for v in face["box"]), float(face["confidence"]), points))
+        return detections
+
+    def __repr__(self):
+        return f"MTCNNDetector(min_face_size={self.min_face_size}, thresholds={self.thresholds})"
+
+
+class DlibHOGDetector(FaceDetector):
+    """dlib's HOG frontal face detector (``pip install dlib-bin``).
+
+    Args:
+        upsample: times the image is doubled before searching (finds faces
+            down to about 80 / 2**upsample pixels; each step costs ~4x time).
+        threshold: SVM score threshold (dlib's ``adjust_threshold``).
+    """
+
+    name = "dlib"
+    # python benchmarks/detection.py --count 300 (AFLW2000-3D, 227 matched faces).
+    landmark_box_calibration = (0.001, 0.096, 0.957, 0.907)
+
+    def __init__(self, upsample=1, threshold=0.0):
+        try:
+            import dlib
+        except ImportError as error:
+            raise ImportError(
+                "DlibHOGDetector needs dlib: pip install dlib-bin (prebuilt) or dlib."
+            ) from error
+        if isinstance(upsample, bool) or not isinstance(upsample, int) or upsample < 0:
+            raise ValueError(f"`upsample` must be a non-negative integer. Received: upsample={upsample!r}")
+        self.upsample = upsample
+        self.threshold = float(threshold)
+        self._detector = dlib.get_frontal_face_detector()
+
+    def detect(self, image_rgb):
+        image_rgb = _check_rgb(image_rgb)
+        rects, scores, _ = self._detector.run(image_rgb, self.upsample, self.threshold)
+        # dlib rectangles are inclusive pixel indices.
+        return [
+            Detection((float(r.left()), float(r.top()), float(r.right() + 1), float(r.bottom() + 1)), float(s))
+            for r, s in zip(rects, scores)
+        ]
+
+    def __repr__(self):
+        return f"DlibHOGDetector(upsample={self.upsample}, threshold={self.threshold})"
+
+
+class LBPCascadeDetector(FaceDetector):
+    """OpenCV's LBP frontal face cascade, run by ``skimage.feature.Cascade``.
+
+    Args:
+        scale_factor: image pyramid step.
+        step_ratio: window stride, in window sizes, of the search.
+        min_size: smallest face side, in pixels.
+        min_neighbour_number: overlapping windows needed to keep a face.
+    """
+
+    name = "lbp"
+
+    def __init__(self, scale_factor=1.2, step_ratio=1.0, min_size=20, min_neighbour_number=3):
+        from skimage.data import lbp_frontal_face_cascade_filename
+        from skimage.feature import Cascade
+
+        self._cascade = Cascade(lbp_frontal_face_cascade_filename())
+        self.scale_factor = scale_factor
+        self.step_ratio = step_ratio
+        self.min_size = min_size
+        self.min_neighbour_number = min_neighbour_number
+
+    def detect(self, image_rgb):
+        image_rgb = _check_rgb(image_rgb)
+        height, width = image_rgb.shape[:2]
+        if min(height, width) < self.min_size:
+            return []
+        found = self._cascade.detect_multi_scale(
+            image_rgb, scale_factor=self.scale_factor, step_ratio=self.step_ratio,
+            min_size=(self.min_size, self.min_size), max_size=(height, width),
+            min_neighbor_number=self.min_neighbour_number,
+        )
+        # The cascade gives no score: every kept face scores 1.
+        return [Detection((float(f["c"]), float(f["r"]), float(f["c"] + f["width"]),
+                           float(f["r"] + f["height"])), 1.0) for f in found]
+
+
+class HaarCascadeDetector(FaceDetector):
+    """OpenCV's frontal face Haar cascade (needs ``opencv-python-headless<5``).
+
+    Args:
+        cascade: file name inside ``cv2.data.haarcascades`` or a path.
+        scale_factor: image pyramid step.
+        min_neighbors: overlapping windows needed to keep a face.
+        min_size: smallest face side, in pixels.
+    """
+
+    name = "haar"
+
+    def __init__(self, cascade="haarcascade_frontalface_default.xml", scale_factor=1.1,
+                 min_neighbors=5, min_size=20):
+        import cv2
+
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise ImportError(
+                "HaarCascadeDetector needs cv2.CascadeClassifier, which OpenCV 5 removed: "
+                "install opencv-python-headless<5 (which conflicts with OpenCV 5). "
+                f"Received: cv2.__version__={cv2.__version__!r}"
+            )
+        path = cascade if "/" in cascade else cv2.data.haarcascades + cascade
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():
+            raise FileNotFoundError(f"Could not load the Haar cascade. Received: cascade={cascade!r}")
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.min_size = min_size
+
+    def detect(self, image_rgb):
+        import cv2
+
+        gray = cv2.cvtColor(_check_rgb(image_rgb), cv2.COLOR_RGB2GRAY)
+        boxes, _, weights = self._cascade.detectMultiScale3(
+            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size), outputRejectLevels=True,
+        )
+        return [
+            Detection((float(x), float(y), float(x + w), float(y + h)), float(score))
+            for (x, y, w, h), score in zip(np.reshape(boxes, (-1, 4)), np.ravel(weights))
+        ]
+
+
+DETECTORS = {"mtcnn": MTCNNDetector, "dlib": DlibHOGDetector, "lbp": LBPCascadeDetector,
+             "haar": HaarCascadeDetector}
+
+
+def get_detector(detector="default"):
+    """Resolves a detector argument.
+
+    Args:
+        detector: ``"default"`` (:data:`DEFAULT_DETECTOR`), a name among
+            ``"mtcnn"``, ``"dlib"``, ``"lbp"``, ``"haar"``, an object with a ``detect``
+            method, or None (no detection: each image is one face crop).
+
+    Returns:
+        A detector object, or None.
+    """
+    if detector is None or hasattr(detector, "detect"):
+        return detector
+    if detector == "default":
+        detector = DEFAULT_DETECTOR
+    if isinstance(detector, str) and detector in DETECTORS:
+        return DETECTORS[detector]()
+    raise ValueError(
+        f"`detector` must be None, 'default', one of {tuple(DETECTORS)} or an object with a "
+        f"`detect(image_rgb)` method. Received: detector={detector!r}"
+    )
+
+
+def landmark_box(box, calibration):
+    """Maps a detector box to the box its face's landmarks would have.
+
+    Args:
+        box: ``(x_min, y_min, x_max, y_max)``.
+        calibration: a detector's ``landmark_box_calibration``, or None (the box
+            is returned unchanged).
+
+    Returns:
+        The calibrated box as a tuple of floats.
+    """
+    box = tuple(float(v) for v in box)
+    if calibration is None:
+        return box
+    offset_x, offset_y, width_ratio, height_ratio = calibration
+    width, height = box[2] - box[0], box[3] - box[1]
+    centre_x = (box[0] + box[2]) / 2 + offset_x * width
+    centre_y = (box[1] + box[3]) / 2 + offset_y * height
+    half_w, half_h = width_ratio * width / 2, height_ratio * height / 2
+    return (centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h)
+
+
+def downscale_for_detection(image, max_side=DEFAULT_MAX_DETECTION_SIDE):
+    """Returns a copy of ``image`` whose longest side is at most ``max_side``.
+
+    Huge images are first subsampled by an integer stride (so even a 20000x20000
+    array is never copied whole), then area-resized to the exact size.
+
+    Args:
+        image: ``(H, W, C)`` array.
+        max_side: longest side of the result.
+
+    Returns:
+        ``(small_image, (H, W))``: the contiguous downscaled image (``image``
+        itself when already small enough) and the original height and width.
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    longest = max(height, width)
+    if longest <= max_side:
+        return np.ascontiguousarray(image), (height, width)
+    scale = max_side / longest
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    stride = max(1, math.floor(longest / (2 * max_side)))
+    subsampled = np.ascontiguousarray(image[::stride, ::stride])
+    small = cv2.resize(subsampled, target, interpolation=cv2.INTER_AREA)
+    if small.ndim == 2:
+        small = small[..., None]
+    return small, (height, width)
+
+
+def detect_faces(detector, image_rgb, max_side=DEFAULT_MAX_DETECTION_SIDE):
+    """Runs ``detector`` on a downscaled copy and maps results to ``image_rgb``.
+
+    Args:
+        detector: an object with ``detect(image_rgb)``.
+        image_rgb: ``(H, W, 3)`` uint8 RGB image of any size.
+        max_side: longest side the detector sees.
+
+    Returns:
+        A list of :class:`Detection` in the pixels of ``image_rgb``, highest
+        score first.
+    """
+    small, (height, width) = downscale_for_detection(image_rgb, max_side)
+    small_hw = small.shape[:2]
+    detections = []
+    for raw in detector.detect(small):
+        box, score, points = _as_detection(raw)
+        box = (np.asarray(box, dtype="float64").reshape(2, 2) * [width / small_hw[1], height / small_hw[0]])
+        if points is not None:
+            points = rescale_points(np.asarray(points, dtype="float32"), small_hw, (height, width))
+        detections.append(Detection(tuple(float(v) for v in box.ravel()), float(score), points))
+    return sorted(detections, key=lambda d: -d.score)
+
+
+def _as_detection(raw):
+    """Accepts a Detection or any ``(box, score[, points])`` sequence."""
+    try:
+        values = tuple(raw)
+        if len(values) == 2:
+            values += (None,)
+        box, score, points = values
+        box = tuple(float(v) for v in box)
+        if len(box) != 4:
+            raise ValueError
+        score = float(score)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "A detector must return (box, score) or (box, score, points) per face, box = "
+            f"(x_min, y_min, x_max, y_max). Received: detection={raw!r}"
+        ) from None
+    return box, score, points
+
+
+def _check_rgb(image):
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            "Face detectors take (height, width, 3) uint8 RGB images. "
+            f"Received: image.shape={image.shape}, image.dtype={image.dtype}"
+        )
+    return np.ascontiguousarray(image)
