@@ -362,8 +362,9 @@ def region_pixel_error(pred, gt, visibility=None, scheme=None, scale=None,
             ``non_occ`` column); True also counts occluded points that have
             labelled coordinates (TAO's ``all`` column). Unlabelled (NaN)
             points never count.
-        regions: optional ``{name: indices}`` overriding the scheme's regions
-            (for example TAO's "Mouth", which is mouth + inner_lips).
+        regions: optional ``{name: indices}`` overriding the scheme's regions;
+            :func:`tao_regions` gives TAO's grouping (its "Mouth" is mouth +
+            inner_lips).
 
     Returns:
         ``{"all": error, <region>: error, ...}`` as floats (NaN for a region
@@ -383,6 +384,40 @@ def region_pixel_error(pred, gt, visibility=None, scheme=None, scale=None,
         name: float(ops.convert_to_numpy(region_mean(totals, counts, indices)))
         for name, indices in regions.items()
     }
+
+
+# Regions of TAO FPENet's evaluator (``Eyes``, ``Mouth`` = outer + inner lips, ...)
+# in terms of the scheme's regions.
+TAO_REGION_GROUPS = {
+    "chin": ("chin",),
+    "eyebrows": ("eyebrows",),
+    "nose": ("nose",),
+    "eyes": ("eyes", "extra_eyes"),
+    "mouth": ("mouth", "inner_lips"),
+    "pupils": ("pupils",),
+    "ears": ("ears",),
+}
+
+
+def tao_regions(scheme):
+    """The regions of TAO FPENet's KPI report for a scheme, for :func:`region_pixel_error`.
+
+    TAO reports "Mouth" over the outer and inner lips together (points 48-67 of
+    the 68/80-point layouts); the other regions are the scheme's own.
+
+    Args:
+        scheme: scheme name or ``KeypointScheme``.
+
+    Returns:
+        ``{"all": indices, "chin": indices, ...}`` for the groups the scheme has.
+    """
+    resolved = schemes.get_scheme(scheme)
+    regions = {"all": tuple(range(resolved.num_keypoints))}
+    for group, members in TAO_REGION_GROUPS.items():
+        indices = sum((tuple(resolved.regions.get(member, ())) for member in members), ())
+        if indices:
+            regions[group] = indices
+    return regions
 
 
 def _default_regions(scheme, num_keypoints):

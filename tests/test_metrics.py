@@ -146,6 +146,15 @@ def test_region_pixel_error_by_hand():
     assert custom == {"tao_mouth": pytest.approx(2.0)}
 
 
+def test_tao_regions_merge_the_lips():
+    regions = metrics.tao_regions("tao80")
+    assert list(regions) == ["all", "chin", "eyebrows", "nose", "eyes", "mouth", "pupils", "ears"]
+    assert regions["mouth"] == tuple(range(48, 68))  # TAO's evaluator: Mouth = 48..67
+    assert regions["all"] == tuple(range(80))
+    assert "pupils" not in metrics.tao_regions("ibug68")
+    assert len(metrics.tao_regions("tao104")["eyes"]) == 12 + 24  # eye contours + extra eye points
+
+
 def test_region_never_counted_is_nan_and_unknown_count_reports_all():
     gt = np.zeros((1, 7, 2))
     visibility = np.zeros((1, 7))
