@@ -21,6 +21,9 @@ Reduction (the same for all four):
 Region weights follow TAO FPENet's ``weights_dict`` groups, ``{"face", "eyes",
 "mouth", "pupil"}``, expanded to one weight per keypoint by
 :meth:`fpezoo.schemes.KeypointScheme.keypoint_weights` (missing keys weigh 1).
+Because step 2 divides by the weights of the visible points, only their ratios
+matter: TAO's weights (which must sum to 1) and any multiple of them give the
+same loss.
 
 Relation to TAO FPENet's ``FpeLoss``: TAO masks occluded points by zeroing
 them, weights the per-region losses and sums them, and reduces differently per
