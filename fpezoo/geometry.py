@@ -38,14 +38,15 @@ ARCFACE_TEMPLATE_112 = np.array(
 # are well defined in every pose.
 HEAD_POSE_POINTS = (17, 21, 22, 26, 36, 39, 42, 45, 31, 35, 48, 54, 57, 8)
 
-# A generic 3D face at those points, in the order of HEAD_POSE_POINTS: the
-# anthropometric head model of Martins and Batista ("Accurate single view
-# model-based head pose estimation", FG 2008; ``glAnthropometric3DModel.cpp``,
-# ISR Coimbra), with the 14-point selection popularised by
-# github.com/lincolnhard/head-pose-estimation. The published model has y up and
+# A generic 3D face at those points, in the order of HEAD_POSE_POINTS: 14 of the
+# 58 points of the anthropometric 3D face model published by ISR Coimbra
+# (http://aifi.isr.uc.pt/Downloads/OpenGL/glAnthropometric3DModel.cpp, from
+# P. Martins and J. Batista's model-based head pose work), as matched to iBUG
+# points by github.com/lincolnhard/head-pose-estimation. The model has y up and
 # z out of the face with image-left points at positive x; the values below are
 # negated into the camera frame of OpenCV (x right, y down, z away from the
-# camera), so a frontal face has the identity rotation. Units are centimetres.
+# camera), so a frontal face has the identity rotation. A unit is about a
+# centimetre (the outer eye corners are 10.6 apart).
 FACE_MODEL_3D = -np.array(
     [[6.825897, 6.760612, 4.402142],      # 17 left brow, outer end
      [1.330353, 7.122144, 6.903745],      # 21 left brow, inner end
