@@ -1,0 +1,636 @@
+"""Training entry point: ``fpezoo.train(config)`` and ``fpezoo train CONFIG.json``.
+
+A training run is described by one JSON-able config (see :data:`DEFAULTS` and
+``configs/*.json``)::
+
+    {
+      "model": {"builder": "FPENet", "config": {"num_keypoints": 68, "width": 32},
+                "weights": null},
+      "scheme": "ibug68",
+      "data": {
+        "sources": [
+          {"reader": "aflw_crops", "path": "../shared/data/aflw-crops", "weight": 1.0},
+          {"reader": "aflw_crops", "path": "../shared/data/aflw-crops",
+           "options": {"teacher": true, "max_flip_disagreement": 0.05}, "weight": 1.0},
+          {"reader": "mtfl", "path": "../shared/data/mtfl/train.txt",
+           "drop_off_face_rows": true, "weight": 0.5}
+        ],
+        "validation_fraction": 0.05,
+        "augment": true
+      },
+      "loss": {"name": "wing", "config": {"width": 10.0, "curvature": 2.0},
+               "region_weights": {"eyes": 2.0, "mouth": 1.5}},
+      "optimizer": {"name": "adamw", "config": {"weight_decay": 1e-4}},
+      "schedule": {"name": "soft_start_annealing", "base_lr": 5e-4},
+      "epochs": 60, "batch_size": 64,
+      "output_dir": "runs/fpenet68_w32"
+    }
+
+Each source is read by a reader of :mod:`fpezoo.data.readers`, its labels are
+converted to the training scheme with :func:`fpezoo.schemes.convert_keypoints`
+(points the source lacks get visibility 0, so e.g. AFLW's 21 human points
+supervise the matching subset of a 68-point model), and the sources are mixed
+with their sampling weights. A validation split is carved out of the training
+sources, by image (so no image is in both splits, even when two sources label
+the same images), and chooses the best weights; benchmarks such as AFLW2000-3D
+are refused as training or validation data.
+
+What a run writes in ``output_dir`` (for a multi-worker run, the chief writes
+there and worker ``i`` in ``output_dir/workers/worker<i>``):
+
+* ``config.json``: the resolved config;
+* ``backup/``: ``keras.callbacks.BackupAndRestore`` state; run the same config
+  again after an interruption and training resumes after the last finished
+  epoch (weights, optimizer state, learning-rate schedule, best score);
+* ``logs/``: TensorBoard logs; ``history.csv``: one line per epoch;
+* ``best.weights.h5`` (+ ``best.json`` with the epoch and score) chosen on the
+  validation loss, and ``best.keras``, the full model with those weights;
+* ``final.weights.h5`` and ``summary.json`` (epochs, steps, faces, time).
+
+Distribution: ``"distribution": {"strategy": "mirrored"}`` (optionally with
+``"devices"``) or ``{"strategy": "multi_worker"}`` (cluster from ``TF_CONFIG``)
+runs ``fit`` under ``tf.distribute``; ``batch_size`` is the global batch.
+"""
+
+import contextlib
+import copy
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+
+import keras
+import numpy as np
+
+from fpezoo import schemes
+from fpezoo.schedules import get_schedule
+
+DEFAULTS = {
+    "model": {"builder": "FPENet", "config": {}, "weights": None},
+    "scheme": None,
+    "data": {
+        "sources": [],
+        "validation_fraction": 0.05,
+        "augment": True,
+        "input_shape": None,
+        "color": None,
+    },
+    "loss": {"name": "wing", "config": {}, "region_weights": None},
+    "optimizer": {"name": "adamw", "config": {}},
+    "schedule": {"name": "soft_start_annealing"},
+    "epochs": 10,
+    "batch_size": 64,
+    "steps_per_epoch": None,
+    "validation_steps": None,
+    "output_dir": None,
+    "seed": 0,
+    "verbose": "auto",
+    "distribution": {"strategy": "default"},
+}
+TOP_LEVEL_KEYS = tuple(DEFAULTS)
+SOURCE_KEYS = ("reader", "path", "options", "weight", "limit", "drop_off_face_rows")
+# Reader name -> function of fpezoo.data.readers taking the path first.
+READERS = {
+    "pts": "read_pts",
+    "coco_keypoints": "read_coco_keypoints",
+    "tao_json": "read_tao_json",
+    "aflw_crops": "read_aflw_crops",
+    "mtfl": "read_mtfl",
+}
+# Benchmarks that must never be trained or validated on.
+BENCHMARK_READERS = ("aflw2000_3d",)
+LOSSES = {"l1": "L1Loss", "l2": "L2Loss", "wing": "WingLoss"}
+OPTIMIZERS = {
+    "adamw": keras.optimizers.AdamW,
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+}
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+# --------------------------------------------------------------------------- config
+def resolve_config(config):
+    """Validates a training config and fills in the defaults.
+
+    Args:
+        config: a dict (see the module docstring) or a path to a JSON file.
+
+    Returns:
+        A new dict with every key of :data:`DEFAULTS`.
+
+    Raises:
+        ValueError: unknown keys or bad values (the message names them).
+    """
+    if isinstance(config, (str, os.PathLike)):
+        path = pathlib.Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f"Training config not found. Received: config={str(path)!r}")
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path} is not valid JSON ({error}). Received: config={str(path)!r}"
+            ) from None
+    if not isinstance(config, dict):
+        raise TypeError(f"`config` must be a dict or a JSON file path. Received: config={config!r}")
+    unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ValueError(
+            f"Unknown training config key(s) {unknown}; known keys: {list(TOP_LEVEL_KEYS)}. "
+            f"Received: config keys={sorted(config)}"
+        )
+    resolved = copy.deepcopy(DEFAULTS)
+    for key, value in copy.deepcopy(config).items():
+        if isinstance(resolved[key], dict) and isinstance(value, dict) and key != "schedule":
+            resolved[key].update(value)
+        else:
+            resolved[key] = value
+    for key in ("epochs", "batch_size"):
+        value = resolved[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{key}` must be a positive integer. Received: {key}={value!r}")
+    for key in ("steps_per_epoch", "validation_steps"):
+        value = resolved[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"`{key}` must be None or a positive integer. Received: {key}={value!r}")
+    fraction = resolved["data"]["validation_fraction"]
+    if not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+        raise ValueError(
+            f"`data.validation_fraction` must be in [0, 1). Received: validation_fraction={fraction!r}"
+        )
+    for source in resolved["data"]["sources"]:
+        _check_source(source)
+    if resolved["loss"]["name"] not in LOSSES:
+        raise ValueError(
+            f"`loss.name` must be one of {sorted(LOSSES)}. Received: loss.name={resolved['loss']['name']!r}"
+        )
+    if resolved["optimizer"]["name"] not in OPTIMIZERS:
+        raise ValueError(
+            f"`optimizer.name` must be one of {sorted(OPTIMIZERS)}. "
+            f"Received: optimizer.name={resolved['optimizer']['name']!r}"
+        )
+    strategy = resolved["distribution"].get("strategy")
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"`distribution.strategy` must be one of {STRATEGIES}. Received: strategy={strategy!r}"
+        )
+    if resolved["output_dir"] is None:
+        raise ValueError("`output_dir` is required. Received: output_dir=None")
+    return resolved
+
+
+def _check_source(source):
+    if not isinstance(source, dict):
+        raise ValueError(f"Each data source must be a dict. Received: source={source!r}")
+    unknown = sorted(set(source) - set(SOURCE_KEYS))
+    if unknown:
+        raise ValueError(
+            f"Unknown data source key(s) {unknown}; known keys: {list(SOURCE_KEYS)}. "
+            f"Received: source={source!r}"
+        )
+    reader = source.get("reader")
+    if reader in BENCHMARK_READERS:
+        raise ValueError(
+            f"{reader!r} is a benchmark: never train or select checkpoints on it (the validation "
+            f"split is carved out of the training sources). Received: reader={reader!r}"
+        )
+    if reader not in READERS:
+        raise ValueError(f"`reader` must be one of {sorted(READERS)}. Received: reader={reader!r}")
+    if "path" not in source:
+        raise ValueError(f"A data source needs a `path`. Received: source={source!r}")
+    weight = source.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+        raise ValueError(f"A source `weight` must be a positive number. Received: weight={weight!r}")
+
+
+# --------------------------------------------------------------------------- data
+def read_source(source, scheme):
+    """Reads one data source and converts its labels to ``scheme``.
+
+    Args:
+        source: a source dict of the config (``reader``, ``path``, optional
+            ``options`` for the reader, ``limit`` on the number of faces,
+            ``drop_off_face_rows`` to drop labels off the face with
+            :func:`fpezoo.data.readers.find_off_face_rows`).
+        scheme: the training :class:`fpezoo.schemes.KeypointScheme`.
+
+    Returns:
+        A list of :class:`fpezoo.data.records.LandmarkRecord` in ``scheme``.
+    """
+    from fpezoo.data import readers
+
+    _check_source(source)
+    reader = getattr(readers, READERS[source["reader"]])
+    records = reader(source["path"], **source.get("options", {}))
+    if source.get("drop_off_face_rows"):
+        flagged = set(readers.find_off_face_rows(records).all.tolist())
+        records = [record for index, record in enumerate(records) if index not in flagged]
+    if source.get("limit") is not None:
+        records = records[: int(source["limit"])]
+    return [convert_record(record, scheme) for record in records]
+
+
+def convert_record(record, scheme):
+    """The record with its keypoints in ``scheme`` (unchanged when already there)."""
+    if record.scheme == scheme.name:
+        return record
+    keypoints, visibility = schemes.convert_keypoints(
+        record.keypoints, record.visibility, record.scheme, scheme
+    )
+    return dataclasses.replace(record, keypoints=keypoints, visibility=visibility, scheme=scheme.name)
+
+
+def in_validation_split(record, fraction, seed):
+    """Whether a record's image belongs to the validation split.
+
+    The decision hashes the image's folder and file name with the seed, so it
+    is the same for every source that labels that image, on every machine.
+    """
+    if fraction <= 0:
+        return False
+    image = record.image
+    if isinstance(image, np.ndarray):
+        key = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+    else:
+        key = f"{image.parent.name}/{image.name}"
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < fraction
+
+
+def build_datasets(config, scheme, input_shape, color):
+    """The training and validation ``tf.data`` datasets of a resolved config.
+
+    Returns:
+        ``(train_dataset, validation_dataset or None, counts)`` where the
+        training dataset repeats forever (mixed with the sources' weights) and
+        ``counts`` is ``{"train": faces, "validation": faces, "sources": [...]}``.
+    """
+    from fpezoo.data import pipeline
+
+    data = config["data"]
+    if not data["sources"]:
+        raise ValueError(
+            "The config lists no data source (data.sources) and no train_data was given. "
+            "Received: data.sources=[]"
+        )
+    fraction, seed = data["validation_fraction"], config["seed"]
+    train_sets, weights, validation_records, source_counts = [], [], [], []
+    for source in data["sources"]:
+        records = read_source(source, scheme)
+        train = [r for r in records if not in_validation_split(r, fraction, seed)]
+        validation = [r for r in records if in_validation_split(r, fraction, seed)]
+        if not train:
+            raise ValueError(
+                f"Data source {source['path']!r} ({source['reader']}) gave no training face. "
+                f"Received: faces={len(records)}"
+            )
+        source_counts.append({"path": str(source["path"]), "reader": source["reader"],
+                              "train": len(train), "validation": len(validation)})
+        train_sets.append(pipeline.make_dataset(
+            train, input_shape=input_shape, color=color, augment=data["augment"],
+            batch_size=None, shuffle=True, scheme=scheme.name, seed=seed,
+        ).repeat())
+        weights.append(float(source.get("weight", 1.0)))
+        validation_records.extend(validation)
+    train_dataset = pipeline.mix_sources(train_sets, weights, seed=seed)
+    train_dataset = train_dataset.batch(config["batch_size"], drop_remainder=True).prefetch(2)
+    validation_dataset = None
+    if validation_records:
+        validation_dataset = pipeline.make_dataset(
+            validation_records, input_shape=input_shape, color=color, augment=False,
+            batch_size=config["batch_size"], shuffle=False, scheme=scheme.name,
+        )
+    counts = {
+        "train": sum(count["train"] for count in source_counts),
+        "validation": len(validation_records),
+        "sources": source_counts,
+    }
+    return train_dataset, validation_dataset, counts
+
+
+# --------------------------------------------------------------------------- model
+def build_model(config):
+    """Builds (and loads starting weights into) the model of a resolved config."""
+    from fpezoo.weights import _builder
+
+    model_config = config["model"]
+    builder = _builder({"builder": model_config["builder"]})
+    return builder(weights=model_config.get("weights"), **model_config.get("config", {}))
+
+
+def model_scheme(config, model):
+    """The keypoint scheme the model is trained in (config ``scheme`` or by count)."""
+    num_keypoints = model.outputs[0].shape[1]
+    if config["scheme"] is None:
+        return schemes.scheme_for_num_keypoints(num_keypoints)
+    scheme = schemes.get_scheme(config["scheme"])
+    if scheme.num_keypoints != num_keypoints:
+        raise ValueError(
+            f"Scheme {scheme.name!r} has {scheme.num_keypoints} points but the model predicts "
+            f"{num_keypoints}. Received: scheme={config['scheme']!r}"
+        )
+    return scheme
+
+
+def make_loss(loss_config, scheme):
+    """The keypoint loss of the config's ``loss`` entry (``fpezoo.losses``)."""
+    from fpezoo import losses
+
+    loss_class = getattr(losses, LOSSES[loss_config["name"]])
+    return loss_class(
+        scheme=scheme.name, region_weights=loss_config.get("region_weights"),
+        **loss_config.get("config", {}),
+    )
+
+
+def default_metric(scheme):
+    """An NME metric the scheme supports (inter-ocular, eye centres or box)."""
+    from fpezoo.metrics import NME
+
+    if scheme.outer_eye_corners is not None:
+        normalization = "inter_ocular"
+    elif scheme.eye_centres is not None:
+        normalization = "eye_centres"
+    else:
+        normalization = "box_diagonal"
+    return NME(normalization, scheme=scheme.name, name=f"nme_{normalization}")
+
+
+def make_optimizer(config, total_steps):
+    """The optimizer of the config with its learning-rate schedule."""
+    options = dict(config["optimizer"].get("config", {}))
+    if "learning_rate" in options:
+        raise ValueError(
+            "Set the learning rate in `schedule` (e.g. {'name': 'constant', 'base_lr': 1e-3}), "
+            f"not in optimizer.config. Received: learning_rate={options['learning_rate']!r}"
+        )
+    learning_rate = get_schedule(config["schedule"], total_steps)
+    return OPTIMIZERS[config["optimizer"]["name"]](learning_rate=learning_rate, **options)
+
+
+# --------------------------------------------------------------------------- distribution
+def make_strategy(distribution):
+    """The ``tf.distribute`` strategy of the config's ``distribution`` entry."""
+    import tensorflow as tf
+
+    name = distribution.get("strategy", "default")
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=distribution.get("devices"))
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError(
+                "The multi_worker strategy reads the cluster from the TF_CONFIG environment "
+                "variable, which is not set. Received: TF_CONFIG=None"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "default":
+        return tf.distribute.get_strategy()
+    raise ValueError(f"`distribution.strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")
+
+
+def worker_role(strategy):
+    """``(is_chief, worker_index)`` of this process in a (multi-worker) strategy."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True, 0
+    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
+    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0
+                                        and "chief" not in resolver.cluster_spec().as_dict())
+    return is_chief, task_id
+
+
+@contextlib.contextmanager
+def _multi_worker_fit_fixes(model, strategy):
+    """Works around Keras 3's ``fit`` under ``MultiWorkerMirroredStrategy``.
+
+    Keras 3.15 (keras-team/keras#20585, tensorflow/tensorflow#72388) fails there
+    twice: before the first step it all-reduces a whole ``(x, y)`` batch
+    structure to build the model symbolically, and after each step it
+    all-reduces the scalar logs with ``axis=0``; both raise. The first batch's
+    local replica value has the same shapes, and a scalar log is reduced
+    across replicas with ``axis=None``. Both patches are undone on exit.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        yield
+        return
+
+    def local_value(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def symbolic_build_from_local_batch(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(local_value, next(batches))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, reduce_strategy, reduction):
+        if reduce_strategy is strategy and reduction in ("auto", "mean"):
+            return tf.nest.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None)
+                if isinstance(v, tf.distribute.DistributedValues) else v,
+                values,
+            )
+        return original_reduce(values, reduce_strategy, reduction)
+
+    model._maybe_symbolic_build = symbolic_build_from_local_batch
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = original_reduce
+        del model._maybe_symbolic_build
+
+
+# --------------------------------------------------------------------------- callbacks
+class BestWeightsExport(keras.callbacks.Callback):
+    """Saves the weights whenever the monitored value improves (and remembers it).
+
+    Unlike ``ModelCheckpoint(save_best_only=True)``, the best value so far is
+    kept in ``best.json`` beside the weights, so a resumed run does not
+    overwrite better weights from before the interruption.
+
+    Args:
+        directory: folder of ``best.weights.h5`` and ``best.json``.
+        monitor: the log to minimise (``"val_loss"`` or ``"loss"``).
+        resume: start from the ``best.json`` of the interrupted run (otherwise
+            the first epoch's value is the best so far).
+    """
+
+    def __init__(self, directory, monitor="val_loss", resume=False):
+        super().__init__()
+        self.directory = pathlib.Path(directory)
+        self.monitor = monitor
+        self.weights_path = self.directory / "best.weights.h5"
+        self.record_path = self.directory / "best.json"
+        self.best = None
+        if resume and self.record_path.is_file() and self.weights_path.is_file():
+            self.best = json.loads(self.record_path.read_text())
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        if self.best is None or float(value) < self.best["value"]:
+            self.model.save_weights(self.weights_path, overwrite=True)
+            self.best = {"epoch": epoch, "monitor": self.monitor, "value": float(value)}
+            self.record_path.write_text(json.dumps(self.best, indent=2))
+
+
+# --------------------------------------------------------------------------- train
+def train(config, train_data=None, validation_data=None, callbacks=None, num_train_faces=None):
+    """Trains a landmark model from a config (``fpezoo train`` on the command line).
+
+    Args:
+        config: a config dict or a JSON file path (see the module docstring).
+        train_data: optional ``tf.data.Dataset`` of ``(images, y_true)`` batches
+            used instead of the config's data sources (it should repeat, or
+            ``steps_per_epoch`` must fit it). For a distributed run, pass a
+            function ``() -> Dataset`` so each worker builds its own.
+        validation_data: optional dataset (or function) of validation batches,
+            used with ``train_data``.
+        callbacks: extra Keras callbacks, run after fpezoo's own.
+        num_train_faces: with ``train_data``, the number of distinct training
+            faces (sets the default ``steps_per_epoch``).
+
+    Returns:
+        The trained model (with the final weights) and a summary dict:
+        ``(model, summary)``.
+    """
+    config = resolve_config(config)
+    keras.utils.set_random_seed(config["seed"])
+    strategy = make_strategy(config["distribution"])
+    is_chief, worker_index = worker_role(strategy)
+    output_dir = pathlib.Path(config["output_dir"])
+    run_dir = output_dir if is_chief else output_dir / "workers" / f"worker{worker_index}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+
+    with strategy.scope():
+        model = build_model(config)
+    scheme = model_scheme(config, model)
+    input_shape, color = _input_format(config, model)
+
+    if train_data is None:
+        train_dataset, validation_dataset, counts = build_datasets(config, scheme, input_shape, color)
+    else:
+        train_dataset = train_data() if callable(train_data) else train_data
+        validation_dataset = validation_data() if callable(validation_data) else validation_data
+        counts = {"train": num_train_faces, "validation": None, "sources": []}
+    steps_per_epoch = config["steps_per_epoch"]
+    if steps_per_epoch is None:
+        if not counts["train"]:
+            raise ValueError(
+                "Set `steps_per_epoch` (or num_train_faces) when training on train_data. "
+                "Received: steps_per_epoch=None"
+            )
+        steps_per_epoch = max(1, counts["train"] // config["batch_size"])
+    total_steps = steps_per_epoch * config["epochs"]
+
+    with strategy.scope():
+        model.compile(
+            optimizer=make_optimizer(config, total_steps),
+            loss=make_loss(config["loss"], scheme),
+            metrics=[default_metric(scheme)],
+        )
+    monitor = "val_loss" if validation_dataset is not None else "loss"
+    resuming = (run_dir / "backup" / "training_metadata.json").is_file()
+    if not resuming:  # a fresh run replaces the logs of a finished one
+        (run_dir / "history.csv").unlink(missing_ok=True)
+    best_export = BestWeightsExport(run_dir, monitor, resume=resuming)
+    own_callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        best_export,
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), update_freq="epoch"),
+    ]
+    start = time.time()
+    with _multi_worker_fit_fixes(model, strategy):
+        history = model.fit(
+            train_dataset,
+            epochs=config["epochs"],
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation_dataset,
+            validation_steps=config["validation_steps"],
+            callbacks=own_callbacks + list(callbacks or []),
+            verbose=_verbosity(config["verbose"]),
+        )
+    seconds = time.time() - start
+    model.save_weights(run_dir / "final.weights.h5", overwrite=True)
+    epochs_run = len(history.epoch)
+    summary = {
+        "epochs": config["epochs"],
+        "first_epoch_this_run": history.epoch[0] if history.epoch else config["epochs"],
+        "epochs_run": epochs_run,
+        "steps_per_epoch": steps_per_epoch,
+        "optimizer_iterations": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "num_replicas": strategy.num_replicas_in_sync,
+        "faces": counts,
+        "best": best_export.best,
+        "seconds_this_run": round(seconds, 1),
+        "scheme": scheme.name,
+    }
+    if best_export.best is not None:
+        best_model = build_model({**config, "model": {**config["model"], "weights": None}})
+        best_model.load_weights(best_export.weights_path)
+        best_model.save(run_dir / "best.keras")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return model, summary
+
+
+def _input_format(config, model):
+    """``(input_shape, color)`` of the crops the pipeline makes for ``model``."""
+    shape = config["data"]["input_shape"] or tuple(model.inputs[0].shape[1:])
+    if len(shape) != 3 or any(d is None for d in shape):
+        raise ValueError(
+            "The model takes images of any size: set data.input_shape to the crop size "
+            f"(height, width, channels). Received: input_shape={tuple(shape)}"
+        )
+    color = config["data"]["color"] or ("grayscale" if shape[2] == 1 else "rgb")
+    return tuple(int(d) for d in shape), color
+
+
+def _verbosity(verbose):
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return verbose
+
+
+def read_history(run_dir):
+    """The rows of ``history.csv`` of a run (one dict per finished epoch)."""
+    with open(pathlib.Path(run_dir) / "history.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+# --------------------------------------------------------------------------- CLI
+def configure_parser(parser):
+    """Options of ``fpezoo train``."""
+    parser.add_argument("config", help="training config (JSON), see configs/")
+    parser.add_argument("--output-dir", help="overrides the config's output_dir")
+    parser.add_argument("--epochs", type=int, help="overrides the config's epochs")
+    parser.add_argument("--steps-per-epoch", type=int, help="overrides steps_per_epoch")
+
+
+def run(args):
+    """``fpezoo train CONFIG.json``: train (or resume) the run the config describes."""
+    config = resolve_config(args.config)
+    for key in ("output_dir", "epochs", "steps_per_epoch"):
+        value = getattr(args, key)
+        if value is not None:
+            config[key] = value
+    _, summary = train(config)
+    print(json.dumps(summary, indent=2))
+    return 0
