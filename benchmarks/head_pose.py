@@ -4,8 +4,9 @@ Usage::
 
     python benchmarks/head_pose.py [--data ../shared/data] [--output head_pose.json]
 
-Feeds each face's ground-truth 68 points (``pts68_fitted`` x, y, and the manual
-``pts68_reannotated``) to :func:`fpezoo.geometry.head_pose` with the 450x450
+Feeds each face's ground-truth points (``pts68_fitted`` x, y, the manual
+``pts68_reannotated``, and AFLW's own 21 points ``pts21``, which hold 13 of the
+14 head-pose points, invisible ones left out) to :func:`fpezoo.geometry.head_pose` with the 450x450
 image size and compares the yaw with the set's ``yaw_deg`` (the 3DDFA pose
 labels; both use "positive = face turned toward the image left"). The error is
 the absolute angle difference wrapped to [0, 180] (a few labels lie beyond
@@ -52,7 +53,8 @@ def yaw_errors_by_bin(predicted_yaw, labelled_yaw):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = os.environ.get("FPEZOO_DATA") or pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+    default_data = (os.environ.get("FPEZOO_DATA")
+                    or pathlib.Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--data", default=str(default_data), help="the shared data folder")
     parser.add_argument("--output", default="head_pose.json")
     args = parser.parse_args()
@@ -62,30 +64,37 @@ def main():
         raise SystemExit(f"AFLW2000-3D labels not found: {labels_path}")
     labels = np.load(labels_path)
     yaw = labels["yaw_deg"].astype("float64")
-    inputs = {
-        "pts68_fitted": labels["pts68_fitted"][..., :2],
-        "pts68_reannotated": labels["pts68_reannotated"],
+    aflw21 = labels["pts21"].astype("float64")
+    aflw21[(aflw21 < 0).any(axis=-1)] = np.nan  # AFLW marks invisible points -1
+    inputs = {  # name -> (keypoints, scheme)
+        "pts68_fitted": (labels["pts68_fitted"][..., :2], "ibug68"),
+        "pts68_reannotated": (labels["pts68_reannotated"], "ibug68"),
+        "pts21 (AFLW)": (aflw21, "aflw21"),
     }
     cameras = {"focal=width": None, "focal=10*width": 10.0 * IMAGE_SIZE[1]}
 
     results = {"faces": int(len(yaw)), "image_size": IMAGE_SIZE, "runs": []}
     print(f"{'input':<18} {'camera':<15} " + " ".join(f"{name:>13}" for name in YAW_BINS)
           + f" {'bins mean':>10} {'all':>7} {'ms/face':>8}")
-    for input_name, keypoints in inputs.items():
+    for input_name, (keypoints, scheme) in inputs.items():
         for camera_name, focal_length in cameras.items():
             start = time.perf_counter()
-            pose = geometry.head_pose(keypoints, IMAGE_SIZE, scheme="ibug68",
+            pose = geometry.head_pose(keypoints, IMAGE_SIZE, scheme=scheme,
                                       focal_length=focal_length)
             milliseconds = 1000.0 * (time.perf_counter() - start) / len(yaw)
-            summary = yaw_errors_by_bin(pose.yaw, yaw)
+            solved = np.isfinite(pose.yaw)
+            summary = yaw_errors_by_bin(pose.yaw[solved], yaw[solved])
             results["runs"].append({"input": input_name, "camera": camera_name,
+                                    "faces_without_pose": int((~solved).sum()),
                                     "ms_per_face": milliseconds, **summary})
             print(f"{input_name:<18} {camera_name:<15} "
                   + " ".join(f"{summary[name]['yaw_mae_deg']:13.2f}" for name in YAW_BINS)
                   + f" {summary['mean_of_bins']:10.2f} {summary['all']['yaw_mae_deg']:7.2f}"
                   + f" {milliseconds:8.3f}")
-    print("faces per bin: " + ", ".join(
-        f"{name} {results['runs'][0][name]['faces']}" for name in YAW_BINS))
+    for run in results["runs"][::len(cameras)]:
+        print(f"faces per bin, {run['input']}: " + ", ".join(
+            f"{name} {run[name]['faces']}" for name in YAW_BINS)
+            + f" (no pose: {run['faces_without_pose']}, fewer than 6 of the 14 points)")
     pathlib.Path(args.output).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.output}")
 

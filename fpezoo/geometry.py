@@ -78,7 +78,9 @@ def _as_points(keypoints, name, num_points=None):
     if points.ndim < 2 or points.shape[-1] != 2 or (
             num_points is not None and points.shape[-2] != num_points):
         expected = f"({num_points}, 2)" if num_points else "(..., K, 2)"
-        raise ValueError(f"`{name}` must have shape {expected}. Received: {name}.shape={points.shape}")
+        raise ValueError(
+            f"`{name}` must have shape {expected}. Received: {name}.shape={points.shape}"
+        )
     return points
 
 
