@@ -1,0 +1,805 @@
+"""The convert command: export fpezoo models for deployment.
+
+One function and one command for every target::
+
+    fpezoo convert fpenet_68_w16 --to onnx --output fpenet.onnx
+    fpezoo-convert model.keras --to litert --precision int8 \\
+        --calibration mtfl:../shared/data/mtfl/train.txt --output fpenet_int8.tflite
+    python -m fpezoo.deploy.convert weights.weights.h5 --builder FPENet \\
+        --builder-config '{"width": 16}' --to triton --output model_repository
+
+Targets: ``savedmodel`` (a TensorFlow SavedModel folder), ``onnx`` (opset <= 18,
+through tf2onnx >= 1.17), ``litert`` (a ``.tflite`` file: FP32, FP16 weights, or
+full-integer INT8 post-training quantisation calibrated on real face crops),
+``tensorrt`` (a serialized engine ``.plan`` built from the ONNX export, see
+:mod:`fpezoo.deploy.tensorrt`), ``tftrt`` (a TF-TRT SavedModel, see
+:mod:`fpezoo.deploy.tftrt`) and ``triton`` (a Triton model repository, see
+:mod:`fpezoo.deploy.triton`).
+
+Every export takes the model's input tensor, named ``images``: a batch of face
+crops (N, H, W, C) of raw 0-255 values, and returns ``keypoints`` (N, K, 2) in
+the crop's pixels and ``confidence`` (N, K): the preprocessing and decoding
+layers of the Keras model are part of the exported graph.
+
+Outputs are written atomically: into a temporary path in the output's folder,
+renamed into place only when complete, so a failed conversion leaves nothing
+half-written. An existing output is replaced only with ``force=True``
+(``--force``).
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+TARGETS = ("savedmodel", "onnx", "litert", "tensorrt", "tftrt", "triton")
+PRECISIONS = ("fp32", "fp16", "int8")
+# Precisions each target can produce (triton: those of its backend).
+TARGET_PRECISIONS = {
+    "savedmodel": ("fp32",),
+    "onnx": ("fp32",),
+    "litert": PRECISIONS,
+    "tensorrt": PRECISIONS,
+    "tftrt": PRECISIONS,
+    "triton": PRECISIONS,
+}
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("keypoints", "confidence")
+DEFAULT_OPSET = 17
+MAX_OPSET = 18
+DEFAULT_CALIBRATION_IMAGES = 256
+DEFAULT_MAX_BATCH_SIZE = 64
+INPUT_COLORS = ("grayscale", "rgb", "bgr")
+# Data readers usable as calibration sources ("reader:path"): name -> function
+# of fpezoo.data.readers taking the path.
+CALIBRATION_READERS = {
+    "mtfl": "read_mtfl",
+    "aflw_crops": "read_aflw_crops",
+    "aflw2000_3d": "read_aflw2000_3d",
+    "coco": "read_coco_keypoints",
+    "tao": "read_tao_json",
+}
+
+
+def convert(source, output, to="onnx", precision="fp32", calibration=None,
+            num_calibration_images=DEFAULT_CALIBRATION_IMAGES, batch_size=None,
+            max_batch_size=DEFAULT_MAX_BATCH_SIZE, input_size=None, input_color=None, force=False,
+            builder=None, builder_config=None, opset=DEFAULT_OPSET, triton_backend="onnx",
+            model_name=None, calibration_cache=None):
+    """Exports a model for deployment.
+
+    Args:
+        source: a Keras model, a registered weights name (see
+            :mod:`fpezoo.weights`), a ``.keras`` file, or a ``.weights.h5`` file
+            (with ``builder``).
+        output: path of the export: a ``.onnx``, ``.tflite`` or ``.plan`` file,
+            or a folder for ``savedmodel`` and ``tftrt``; for ``triton`` the
+            model repository, into which the folder ``<model_name>`` is written.
+        to: target, one of ``TARGETS``.
+        precision: ``"fp32"``, ``"fp16"`` or ``"int8"`` (see
+            ``TARGET_PRECISIONS``).
+        calibration: INT8 calibration images: a folder of face crops, or
+            ``"reader:path"`` with a reader of :mod:`fpezoo.data.readers`
+            (``CALIBRATION_READERS``, e.g. ``"mtfl:../shared/data/mtfl/train.txt"``),
+            whose faces are cropped by their boxes.
+        num_calibration_images: how many images calibrate INT8 (the first ones
+            of the source, in its order).
+        batch_size: None for a dynamic batch axis, or a fixed batch size.
+        max_batch_size: largest batch of a dynamic TensorRT engine or Triton model.
+        input_size: ``(height, width)`` of the crops the export takes, required
+            when the model accepts any size and the target needs a fixed one
+            (``litert``, ``tensorrt``, ``tftrt``, ``triton``).
+        input_color: channel layout of the crops (``"grayscale"``, ``"rgb"`` or
+            ``"bgr"``) used to prepare calibration images; default: read from the
+            model's preprocessing layer, else grayscale for 1 channel and RGB for 3.
+        force: replace an existing output.
+        builder: name of an ``fpezoo`` builder (e.g. ``"FPENet"``) for a
+            ``.weights.h5`` source.
+        builder_config: keyword arguments of the builder (for a registered name:
+            arguments that replace the registered ones, e.g.
+            ``{"include_preprocessing": True}``).
+        opset: ONNX opset (at most 18).
+        triton_backend: ``"onnx"`` (onnxruntime, FP32) or ``"tensorrt"`` (a
+            TensorRT plan) for ``to="triton"``.
+        model_name: name of the model in a Triton repository (default: the
+            Keras model's name).
+        calibration_cache: TensorRT INT8 calibration cache file (default: the
+            output path with ``.calibration.cache`` appended); reused when it
+            exists.
+
+    Returns:
+        The ``pathlib.Path`` of the export.
+
+    Raises:
+        ValueError: a bad argument (the message ends with ``Received: ...``).
+        FileExistsError: the output exists and ``force`` is False.
+        FileNotFoundError: a missing source, calibration folder or file.
+        RuntimeError: TensorRT or TF-TRT is not available here.
+    """
+    _check_choice(to, TARGETS, "to")
+    _check_choice(precision, PRECISIONS, "precision")
+    if precision not in TARGET_PRECISIONS[to] or (
+            to == "triton" and triton_backend == "onnx" and precision != "fp32"):
+        raise ValueError(
+            f"Target {to!r} exports {TARGET_PRECISIONS[to] if to != 'triton' else 'fp32 with the onnx backend'} "
+            "(fp16/int8 are for litert, tensorrt, tftrt and triton with triton_backend='tensorrt'). "
+            f"Received: precision={precision!r}"
+        )
+    _check_choice(triton_backend, ("onnx", "tensorrt"), "triton_backend")
+    if not isinstance(opset, int) or not 7 <= opset <= MAX_OPSET:
+        raise ValueError(
+            f"`opset` must be an integer from 7 to {MAX_OPSET} (TensorRT's ONNX parser and "
+            f"onnxruntime both support it). Received: opset={opset!r}"
+        )
+    if batch_size is not None:
+        _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(max_batch_size, "max_batch_size")
+    if precision == "int8" and calibration is None and not (
+            to in ("tensorrt", "triton") and calibration_cache and os.path.isfile(calibration_cache)):
+        raise ValueError(
+            "INT8 needs calibration images: a folder of face crops or 'reader:path' "
+            f"(readers: {', '.join(CALIBRATION_READERS)}). Received: calibration=None"
+        )
+    output = pathlib.Path(output)
+    model = load_model(source, builder=builder, builder_config=builder_config)
+    spec = export_signature(model, batch_size=batch_size, input_size=input_size,
+                            needs_fixed_size=to in ("litert", "tensorrt", "tftrt", "triton"))
+    calibration_images = None
+    if calibration is not None and precision == "int8":
+        calibration_images = CalibrationImages(
+            calibration, image_size=spec.shape[1:3], channels=spec.shape[3],
+            color=input_color or model_input_color(model), limit=num_calibration_images)
+
+    if to == "triton":
+        from fpezoo.deploy import triton
+
+        model_name = model_name or model.name
+        triton.check_model_name(model_name)
+        target_path = output / model_name
+    else:
+        target_path = output
+    with atomic_output(target_path, force) as staging:
+        with tempfile.TemporaryDirectory(prefix="fpezoo-convert-") as work:
+            work = pathlib.Path(work)
+            if to == "savedmodel":
+                export_saved_model(model, spec, staging)
+            elif to == "onnx":
+                export_onnx(model, spec, staging, opset=opset)
+            elif to == "litert":
+                export_saved_model(model, spec, work / "saved_model")
+                export_litert(work / "saved_model", staging, precision, calibration_images)
+            elif to == "tftrt":
+                from fpezoo.deploy import tftrt
+
+                tftrt.check_available()
+                export_saved_model(model, spec, work / "saved_model")
+                tftrt.convert_saved_model(work / "saved_model", staging, precision,
+                                          calibration_images, batch_size or 1)
+            elif to == "tensorrt":
+                export_onnx(model, spec, work / "model.onnx", opset=opset)
+                _build_engine(work / "model.onnx", staging, precision, calibration_images,
+                              batch_size, max_batch_size,
+                              calibration_cache or f"{output}.calibration.cache", output)
+            else:
+                from fpezoo.deploy import triton
+
+                version = staging / "1"
+                version.mkdir(parents=True)
+                export_onnx(model, spec, work / "model.onnx", opset=opset)
+                if triton_backend == "onnx":
+                    shutil.copyfile(work / "model.onnx", version / "model.onnx")
+                else:
+                    _build_engine(work / "model.onnx", version / "model.plan", precision,
+                                  calibration_images, batch_size, max_batch_size,
+                                  calibration_cache or f"{target_path}.calibration.cache",
+                                  target_path / "1" / "model.plan")
+                triton.write_config(staging / "config.pbtxt", work / "model.onnx", model_name,
+                                    backend=triton_backend,
+                                    max_batch_size=0 if batch_size else max_batch_size)
+    return target_path
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def load_model(source, builder=None, builder_config=None):
+    """Resolves the ``source`` of :func:`convert` into a Keras model.
+
+    Args:
+        source: a Keras model, a registered weights name, a ``.keras`` file or a
+            ``.weights.h5`` file.
+        builder: ``fpezoo`` builder name for a ``.weights.h5`` file.
+        builder_config: builder keyword arguments (dict).
+
+    Returns:
+        The Keras model.
+    """
+    import keras
+
+    if isinstance(source, keras.Model):
+        if builder is not None or builder_config:
+            raise ValueError(
+                "`builder` and `builder_config` apply to weights files and registered names, "
+                f"not to a Keras model. Received: builder={builder!r}, builder_config={builder_config!r}"
+            )
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            "`source` must be a Keras model, a registered weights name, a '.keras' file or a "
+            f"'.weights.h5' file. Received: source={source!r}"
+        )
+    text = os.fspath(source)
+    config = dict(builder_config or {})
+    if text.endswith(".keras"):
+        if not os.path.isfile(text):
+            raise FileNotFoundError(f"Model file not found. Received: source={text!r}")
+        _register_custom_objects()
+        return keras.saving.load_model(text, safe_mode=True)
+    if text.endswith(".weights.h5"):
+        if builder is None:
+            raise ValueError(
+                "A '.weights.h5' source needs the builder that makes its model, e.g. "
+                f"builder='FPENet' (--builder FPENet). Received: source={text!r}, builder=None"
+            )
+        return _fpezoo_builder(builder)(weights=text, **config)
+    from fpezoo.weights import build_registered
+
+    return build_registered(text, **config)
+
+
+def _fpezoo_builder(name):
+    import fpezoo
+
+    try:
+        return getattr(fpezoo, name)
+    except AttributeError:
+        raise ValueError(
+            f"Unknown builder {name!r}: use the name of an fpezoo builder such as 'FPENet', "
+            f"'RetailLandmarks5' or 'FAN'. Received: builder={name!r}"
+        ) from None
+
+
+def _register_custom_objects():
+    """Imports the modules that register fpezoo's layers, for ``.keras`` files."""
+    import importlib
+
+    for module in ("fpezoo.layers", "fpezoo.models.common", "fpezoo.models.fpenet",
+                   "fpezoo.models.retail", "fpezoo.models.fan"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+
+
+def export_signature(model, batch_size=None, input_size=None, needs_fixed_size=False):
+    """The ``tf.TensorSpec`` named ``images`` that an export of ``model`` takes.
+
+    Args:
+        model: a Keras model with one image input and outputs
+            ``[keypoints, confidence]``.
+        batch_size: None (dynamic) or a fixed batch size.
+        input_size: ``(height, width)`` for a model that accepts any size.
+        needs_fixed_size: raise when height and width stay unknown.
+
+    Returns:
+        The spec ``(batch, height, width, channels)``.
+    """
+    import tensorflow as tf
+
+    if len(model.inputs) != 1 or len(model.outputs) != 2:
+        raise ValueError(
+            "Exports need a model with one image input and the outputs [keypoints, "
+            f"confidence]. Received: model with {len(model.inputs)} input(s) and "
+            f"{len(model.outputs)} output(s)"
+        )
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4:
+        raise ValueError(
+            "Exports need an image input (batch, height, width, channels). "
+            f"Received: input shape {shape}"
+        )
+    height, width = shape[1:3]
+    if input_size is not None:
+        size = _size_pair(input_size)
+        for known, wanted in zip((height, width), size):
+            if known is not None and known != wanted:
+                raise ValueError(
+                    f"This model takes {height}x{width} crops; `input_size` can only fix sizes "
+                    f"the model leaves open. Received: input_size={tuple(input_size)}"
+                )
+        height, width = size
+    if needs_fixed_size and (height is None or width is None):
+        raise ValueError(
+            "This model accepts crops of any size; this target needs a fixed one: pass "
+            f"input_size=(height, width) (--input-size HxW). Received: input_size={input_size!r}"
+        )
+    return tf.TensorSpec((batch_size, height, width, shape[3]), model.inputs[0].dtype,
+                         name=INPUT_NAME)
+
+
+def model_input_color(model):
+    """Channel layout of the crops ``model`` takes.
+
+    Read from the model's :class:`fpezoo.layers.FacePreprocessing` layer when it
+    has one; otherwise grayscale for 1 channel and RGB for 3.
+    """
+    from fpezoo.layers import FacePreprocessing
+
+    for layer in model.layers:
+        if isinstance(layer, FacePreprocessing):
+            return layer.input_color
+    return "grayscale" if model.inputs[0].shape[-1] == 1 else "rgb"
+
+
+# --------------------------------------------------------------------------- exporters
+
+
+def _serving_function(model):
+    def serve(images):
+        keypoints, confidence = model(images, training=False)
+        return {OUTPUT_NAMES[0]: keypoints, OUTPUT_NAMES[1]: confidence}
+
+    return serve
+
+
+def export_saved_model(model, spec, path):
+    """Writes a SavedModel whose ``serving_default`` maps ``images`` to
+    ``{"keypoints", "confidence"}``."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", _serving_function(model), input_signature=[spec])
+    archive.write_out(os.fspath(path), verbose=False)
+
+
+def export_onnx(model, spec, path, opset=DEFAULT_OPSET):
+    """Writes an ONNX model with input ``images`` and outputs ``keypoints``, ``confidence``.
+
+    Converted by Keras's exporter (tf2onnx), then the outputs are renamed, the
+    dynamic axes named (``batch``, ``height``, ``width``), and the graph checked
+    with ``onnx.checker`` and for its opset.
+    """
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="fpezoo-onnx-") as work:
+        raw_path = os.path.join(work, "raw.onnx")
+        with _quiet_stdout():
+            model.export(raw_path, format="onnx", input_signature=[spec], opset_version=opset,
+                         verbose=False)
+        onnx_model = onnx.load(raw_path)
+    _fold_sign_bit_tests(onnx_model)
+    _name_onnx_outputs(onnx_model)
+    _name_dynamic_axes(onnx_model)
+    onnx_model.producer_name = "fpezoo"
+    onnx.checker.check_model(onnx_model, full_check=True)
+    used_opset = onnx_opset(onnx_model)
+    if used_opset > MAX_OPSET:
+        raise ValueError(
+            f"The exporter produced opset {used_opset}, above {MAX_OPSET}. Received: opset={opset}"
+        )
+    onnx.save(onnx_model, os.fspath(path))
+
+
+def onnx_opset(onnx_model):
+    """The default-domain opset of an ONNX model."""
+    return max(entry.version for entry in onnx_model.opset_import if entry.domain in ("", "ai.onnx"))
+
+
+def _fold_sign_bit_tests(onnx_model):
+    """Rewrites float sign-bit tests into operators ONNX and TensorRT support.
+
+    Keras's TensorFlow ``ops.argmax`` on floats (used by
+    :class:`fpezoo.layers.HeatmapArgmax`) tests the sign bit of ``-0.0`` as
+    ``BitwiseAnd(Bitcast(x, int32), INT32_MIN)``; tf2onnx cannot convert
+    ``Bitcast`` and TensorRT has neither operator. The pair becomes
+    ``Where(x < 0 or 1 / x < 0, INT32_MIN, 0)``: the same int32 values for every
+    non-NaN ``x`` (``1 / -0.0 = -inf`` catches negative zero), in supported
+    operators (``Less``, ``Reciprocal``, ``Or``, ``Where``).
+    """
+    from onnx import helper, numpy_helper
+
+    graph = onnx_model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    replaced, removed = {}, set()
+    for node in graph.node:
+        if node.op_type != "BitwiseAnd" or node.domain not in ("", "ai.onnx"):
+            continue
+        bitcast = next((producers.get(name) for name in node.input
+                        if producers.get(name) is not None and producers[name].op_type == "Bitcast"), None)
+        mask = next((constants[name] for name in node.input if name in constants), None)
+        if bitcast is None or mask is None or int(np.asarray(mask).ravel()[0]) != np.iinfo(np.int32).min:
+            continue
+        x, prefix = bitcast.input[0], node.name or node.output[0]
+        names = {key: f"{prefix}/sign_bit_{key}" for key in
+                 ("zero", "int_min", "int_zero", "negative", "reciprocal", "reciprocal_negative", "sign")}
+        graph.initializer.extend([
+            numpy_helper.from_array(np.array(0.0, np.float32), names["zero"]),
+            numpy_helper.from_array(np.array(np.iinfo(np.int32).min, np.int32), names["int_min"]),
+            numpy_helper.from_array(np.array(0, np.int32), names["int_zero"]),
+        ])
+        replaced[node.name] = [
+            helper.make_node("Less", [x, names["zero"]], [names["negative"]], name=names["negative"]),
+            helper.make_node("Reciprocal", [x], [names["reciprocal"]], name=names["reciprocal"]),
+            helper.make_node("Less", [names["reciprocal"], names["zero"]],
+                             [names["reciprocal_negative"]], name=names["reciprocal_negative"]),
+            helper.make_node("Or", [names["negative"], names["reciprocal_negative"]],
+                             [names["sign"]], name=names["sign"]),
+            helper.make_node("Where", [names["sign"], names["int_min"], names["int_zero"]],
+                             [node.output[0]], name=prefix),
+        ]
+        removed.add(bitcast.name)
+    if not replaced:
+        return
+    nodes = []
+    for node in graph.node:
+        if node.name in removed:
+            continue
+        nodes.extend(replaced.get(node.name, [node]) if node.op_type == "BitwiseAnd" else [node])
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _name_onnx_outputs(onnx_model):
+    """Renames the graph outputs to ``keypoints`` (rank 3) and ``confidence`` (rank 2)."""
+    graph = onnx_model.graph
+    renames = {}
+    for output in graph.output:
+        rank = len(output.type.tensor_type.shape.dim)
+        renames[output.name] = OUTPUT_NAMES[0] if rank == 3 else OUTPUT_NAMES[1]
+    if sorted(renames.values()) != sorted(OUTPUT_NAMES):
+        raise ValueError(
+            "Expected ONNX outputs of rank 3 (keypoints) and rank 2 (confidence). "
+            f"Received: outputs={[(o.name, len(o.type.tensor_type.shape.dim)) for o in graph.output]}"
+        )
+    for node in graph.node:
+        node.output[:] = [renames.get(name, name) for name in node.output]
+        node.input[:] = [renames.get(name, name) for name in node.input]
+    for output in graph.output:
+        output.name = renames[output.name]
+    # Keep the documented order: keypoints first.
+    ordered = sorted(graph.output, key=lambda o: OUTPUT_NAMES.index(o.name))
+    del graph.output[:]
+    graph.output.extend(ordered)
+
+
+def _name_dynamic_axes(onnx_model):
+    """Names the dynamic axes: ``batch``, ``height``, ``width`` of the input, and
+    ``batch`` of the outputs."""
+    graph = onnx_model.graph
+    values = [(value, ("batch", "height", "width")) for value in graph.input]
+    values += [(value, ("batch",)) for value in graph.output]
+    for value, names in values:
+        for dim, name in zip(value.type.tensor_type.shape.dim, names):
+            if not dim.HasField("dim_value"):
+                dim.dim_param = name
+
+
+def export_litert(saved_model_dir, path, precision="fp32", calibration_images=None):
+    """Converts a SavedModel to a LiteRT (``.tflite``) model.
+
+    Only LiteRT built-in operators are allowed, so the file runs in
+    ``ai-edge-litert`` without the TensorFlow (Flex) delegate.
+
+    * ``fp32``: float32.
+    * ``fp16``: float16 weights (dequantised to float32 at load on CPU).
+    * ``int8``: full-integer post-training quantisation: int8 weights and
+      activations in every operator (``TFLITE_BUILTINS_INT8``), ranges from the
+      representative crops of ``calibration_images``; the input and outputs
+      stay float32, so the file is a drop-in replacement.
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model_dir))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if precision == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        if calibration_images is None:
+            raise ValueError("LiteRT INT8 needs calibration images. Received: calibration=None")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: ([crop[None]] for crop in calibration_images)
+    with _quiet_stdout():
+        flatbuffer = converter.convert()
+    pathlib.Path(path).write_bytes(flatbuffer)
+
+
+def _build_engine(onnx_path, plan_path, precision, calibration_images, batch_size, max_batch_size,
+                  cache_path, final_plan_path):
+    """Builds a TensorRT engine; prints the equivalent ``trtexec`` command first.
+
+    The command names ``final_plan_path`` and the ONNX file that
+    ``fpezoo convert ... --to onnx`` would write beside it.
+    """
+    import onnx
+
+    from fpezoo.deploy import tensorrt
+
+    input_shape = tensorrt.onnx_input_shape(onnx.load(os.fspath(onnx_path)))
+    batches = tensorrt.batch_range(batch_size, max_batch_size)
+    final_plan_path = pathlib.Path(final_plan_path)
+    command = tensorrt.trtexec_command(final_plan_path.with_suffix(".onnx"), final_plan_path,
+                                       precision, input_shape, batches,
+                                       cache_path if precision == "int8" else None)
+    print(f"Equivalent trtexec command (after `fpezoo convert ... --to onnx --output "
+          f"{final_plan_path.with_suffix('.onnx')}`):\n  {command}")
+    tensorrt.build_engine(onnx_path, plan_path, precision=precision,
+                          calibration_images=calibration_images, batches=batches,
+                          calibration_cache=cache_path, trtexec_hint=command)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silences the converters' progress prints (they write to stdout)."""
+    with contextlib.redirect_stdout(open(os.devnull, "w")) as sink:
+        try:
+            yield
+        finally:
+            sink.close()
+
+
+@contextlib.contextmanager
+def atomic_output(path, force=False):
+    """Yields a temporary path to write ``path`` (a file or a folder) into.
+
+    The temporary path is in the same folder, so the final rename is atomic for
+    a file. When the block raises, nothing is left behind and an existing
+    ``path`` is untouched.
+
+    Args:
+        path: the final path.
+        force: replace an existing ``path``.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``force`` is False.
+    """
+    path = pathlib.Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(
+            f"{path} exists; pass force=True (--force) to replace it. Received: output={os.fspath(path)!r}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging_dir = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
+                                                dir=path.parent))
+    try:
+        staged = staging_dir / path.name
+        yield staged
+        if not staged.exists():
+            raise RuntimeError(f"The exporter wrote nothing. Received: output={os.fspath(path)!r}")
+        if path.is_dir() and not path.is_symlink():
+            path.rename(staging_dir / "replaced")
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+class CalibrationImages:
+    """Face crops for INT8 calibration, prepared exactly as the model's input.
+
+    Each crop is ``(height, width, channels)`` float32 of raw 0-255 values in the
+    model's channel layout: what the exported model's ``images`` input takes (its
+    own preprocessing layers then run inside the graph). The same crops feed
+    LiteRT's representative dataset, TF-TRT's calibration input function and
+    TensorRT's entropy calibrator.
+
+    Args:
+        source: a folder of face-crop images (each resized to the input size), or
+            ``"reader:path"`` with a reader of ``CALIBRATION_READERS``: each
+            record's face is cropped by its box with
+            :func:`fpezoo.data.pipeline.crop_face` (or the whole image is
+            resized when the record has no box).
+        image_size: ``(height, width)`` of the model input.
+        channels: 1 or 3.
+        color: ``"grayscale"``, ``"rgb"`` or ``"bgr"``: channel layout of the input.
+        limit: use at most this many images (the first ones of the source).
+    """
+
+    def __init__(self, source, image_size, channels, color="grayscale",
+                 limit=DEFAULT_CALIBRATION_IMAGES):
+        self.image_size = _size_pair(image_size)
+        if channels not in (1, 3):
+            raise ValueError(f"Calibration crops have 1 or 3 channels. Received: channels={channels!r}")
+        _check_choice(color, INPUT_COLORS, "input_color")
+        if (color == "grayscale") != (channels == 1):
+            raise ValueError(
+                f"{channels} channel(s) cannot hold {color!r} crops. Received: input_color={color!r}"
+            )
+        _check_positive_int(limit, "num_calibration_images")
+        self.channels = channels
+        self.color = color
+        self.limit = limit
+        self.source = source
+        self._items = _calibration_items(source)[:limit]
+        self._crops = None
+
+    def __len__(self):
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(self.array())
+
+    def array(self):
+        """All crops as one ``(N, height, width, channels)`` float32 array."""
+        if self._crops is None:
+            self._crops = np.stack([self._crop(item) for item in self._items])
+        return self._crops
+
+    def batches(self, batch_size):
+        """Yields ``(batch_size, height, width, channels)`` float32 batches.
+
+        The last incomplete batch is dropped (engines calibrate with one batch
+        shape); with fewer images than ``batch_size`` there are no batches.
+        """
+        crops = self.array()
+        for start in range(0, len(crops) - batch_size + 1, batch_size):
+            yield crops[start:start + batch_size]
+
+    def _crop(self, item):
+        import cv2
+
+        from fpezoo.imageio import load_image
+
+        image, box = item
+        rgb = load_image(image)
+        height, width = self.image_size
+        if box is None:
+            crop = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+        else:
+            from fpezoo.data.pipeline import crop_face
+
+            crop = crop_face(rgb, box, output_size=(height, width))[0]
+        crop = np.asarray(crop, dtype=np.float32)
+        if self.color == "grayscale":
+            crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[..., None]
+        elif self.color == "bgr":
+            crop = crop[..., ::-1]
+        return np.ascontiguousarray(crop, dtype=np.float32)
+
+
+def _calibration_items(source):
+    """``[(image path or array, box or None)]`` of a calibration source."""
+    from fpezoo.imageio import IMAGE_SUFFIXES
+
+    text = os.fspath(source)
+    reader, separator, reader_path = text.partition(":")
+    if separator and reader in CALIBRATION_READERS:
+        import importlib
+
+        readers = importlib.import_module("fpezoo.data.readers")
+        records = getattr(readers, CALIBRATION_READERS[reader])(reader_path)
+        items = [(record.image, record.box) for record in records]
+    elif os.path.isdir(text):
+        files = sorted(path for path in pathlib.Path(text).iterdir()
+                       if path.suffix.lower() in IMAGE_SUFFIXES)
+        items = [(path, None) for path in files]
+    elif separator and len(reader) > 1:
+        raise ValueError(
+            f"Unknown calibration reader {reader!r}; use a folder of images or one of "
+            f"{', '.join(f'{name}:PATH' for name in CALIBRATION_READERS)}. Received: calibration={text!r}"
+        )
+    else:
+        raise FileNotFoundError(
+            "Calibration images must be a folder of images or 'reader:path'; no such folder. "
+            f"Received: calibration={text!r}"
+        )
+    if not items:
+        raise ValueError(f"The calibration source holds no images. Received: calibration={text!r}")
+    return items
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_choice(value, choices, arg_name):
+    if value not in choices:
+        raise ValueError(f"`{arg_name}` must be one of {choices}. Received: {arg_name}={value!r}")
+    return value
+
+
+def _check_positive_int(value, arg_name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{arg_name}` must be a positive integer. Received: {arg_name}={value!r}")
+    return value
+
+
+def _size_pair(value):
+    """``(height, width)`` from a pair or a ``"HxW"`` string."""
+    try:
+        if isinstance(value, str):
+            value = value.lower().split("x")
+        height, width = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`input_size` must be (height, width) or 'HxW'. Received: input_size={value!r}"
+        ) from None
+    if height < 1 or width < 1:
+        raise ValueError(f"`input_size` must be positive. Received: input_size={value!r}")
+    return height, width
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def configure_parser(parser):
+    """Options of ``fpezoo convert`` / ``fpezoo-convert``."""
+    parser.add_argument("source", help="registered weights name, .keras file or .weights.h5 file")
+    parser.add_argument("--to", choices=TARGETS, default="onnx", help="target format (default onnx)")
+    parser.add_argument("--output", "-o", required=True,
+                        help="output file or folder (for triton: the model repository)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--calibration",
+                        help="INT8 calibration: a folder of face crops, or READER:PATH with READER "
+                             f"in {', '.join(CALIBRATION_READERS)}")
+    parser.add_argument("--num-calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES)
+    parser.add_argument("--calibration-cache", help="TensorRT INT8 calibration cache file")
+    parser.add_argument("--batch-size", default="dynamic",
+                        help="'dynamic' (default) or a fixed batch size")
+    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                        help="largest batch of a dynamic TensorRT engine / Triton model")
+    parser.add_argument("--input-size", help="HxW crop size, for models that accept any size")
+    parser.add_argument("--input-color", choices=INPUT_COLORS,
+                        help="channel layout of the crops (default: from the model)")
+    parser.add_argument("--builder", help="fpezoo builder for a .weights.h5 source, e.g. FPENet")
+    parser.add_argument("--builder-config", default="{}",
+                        help="JSON keyword arguments of the builder")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--triton-backend", choices=("onnx", "tensorrt"), default="onnx")
+    parser.add_argument("--name", help="model name in the Triton repository")
+    parser.add_argument("--force", action="store_true", help="replace an existing output")
+
+
+def run(args):
+    """Runs ``fpezoo convert``; returns the exit code (2 on a usage error)."""
+    try:
+        builder_config = json.loads(args.builder_config)
+        if not isinstance(builder_config, dict):
+            raise ValueError(
+                f"--builder-config must be a JSON object. Received: builder_config={args.builder_config!r}"
+            )
+        batch_size = None if args.batch_size == "dynamic" else _batch_argument(args.batch_size)
+        path = convert(
+            args.source, args.output, to=args.to, precision=args.precision,
+            calibration=args.calibration, num_calibration_images=args.num_calibration_images,
+            batch_size=batch_size, max_batch_size=args.max_batch_size, input_size=args.input_size,
+            input_color=args.input_color, force=args.force, builder=args.builder,
+            builder_config=builder_config, opset=args.opset, triton_backend=args.triton_backend,
+            model_name=args.name, calibration_cache=args.calibration_cache)
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+def _batch_argument(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--batch-size must be 'dynamic' or an integer. Received: batch_size={text!r}") from None
+
+
+def main(argv=None):
+    """Entry point of the ``fpezoo-convert`` console script."""
+    parser = argparse.ArgumentParser(prog="fpezoo-convert", description=__doc__.splitlines()[0])
+    configure_parser(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
