@@ -103,6 +103,12 @@ class KeypointScheme:
     def __hash__(self):
         return hash((self.name, self.point_names))
 
+    def __reduce__(self):
+        # The read-only regions mapping does not pickle; rebuild from a dict.
+        return (KeypointScheme, (self.name, self.point_names, dict(self.regions),
+                                 self.flip_permutation, self.outer_eye_corners,
+                                 self.eye_centres, self.pupils))
+
     @property
     def num_keypoints(self):
         """The number of points K."""

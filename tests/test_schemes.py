@@ -1,5 +1,8 @@
 """Tests of fpezoo.schemes: scheme data, flips, conversions and region weights."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -28,6 +31,14 @@ def test_scheme_data_is_consistent(name):
     for pair in (scheme.eye_centres, scheme.pupils):
         if pair is not None:
             assert sorted(permutation[list(pair[0])]) == sorted(pair[1])
+
+
+@pytest.mark.parametrize("name", ALL_SCHEMES)
+def test_schemes_pickle_and_copy(name):
+    scheme = schemes.get_scheme(name)
+    assert pickle.loads(pickle.dumps(scheme)) == scheme
+    assert copy.deepcopy(scheme) == scheme
+    assert hash(copy.copy(scheme)) == hash(scheme)
 
 
 @pytest.mark.parametrize("name", ALL_SCHEMES)
