@@ -1,0 +1,500 @@
+"""Landmarks for every face of real photos: :class:`LandmarkDetector`.
+
+The predictor chains the steps a user would otherwise glue together::
+
+    import fpezoo
+    detector = fpezoo.LandmarkDetector(model="<registered name>")   # or a Keras model
+    for face in detector.predict("photo.jpg"):
+        print(face.box, face.score, face.keypoints.shape)          # original-image pixels
+
+1. Load the image upright (EXIF orientation) as RGB (:mod:`fpezoo.imageio`).
+2. Find faces on a downscaled copy (:mod:`fpezoo.detection`; ``detector=None``
+   takes every image as one face crop; ``boxes=`` gives the boxes yourself).
+3. Crop each face from the full-resolution image the way the data pipeline
+   crops training faces (:func:`fpezoo.data.pipeline.crop_face`: square box,
+   enlargement) and resize it to the model's input.
+4. Run the model on batches of crops and map the keypoints back to the original
+   image with the inverse crop transform (:func:`fpezoo.data.pipeline.invert_points`).
+
+:class:`FaceTracker` follows faces through video frames: the previous frame's
+landmarks give the next crop, and the detector runs again when the landmark
+confidence drops (or every ``redetect_interval`` frames).
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+
+from fpezoo.detection import (
+    DEFAULT_MAX_DETECTION_SIDE,
+    Detection,
+    detect_faces,
+    get_detector,
+    landmark_box,
+)
+from fpezoo.imageio import load_image
+
+# Side of the image region cut around a box before cropping, in multiples of
+# the box's longest side: covers any crop of enlargement up to this value, so
+# a 20000x20000 photo is never warped (or copied) whole.
+CROP_WINDOW_MARGIN = 4.0
+
+
+@dataclasses.dataclass
+class Face:
+    """Landmarks of one face, in the pixels of the original image.
+
+    Attributes:
+        box: ``(x_min, y_min, x_max, y_max)`` face box (pixel-corner units).
+        score: the detector's score (1.0 for given boxes and whole-image crops).
+        keypoints: ``(K, 2)`` float32 ``(x, y)`` (pixel-centre convention).
+        confidence: ``(K,)`` float32 model confidence per keypoint.
+        visibility: ``(K,)`` bool: the keypoint lies inside the image and its
+            confidence reaches the predictor's ``visibility_threshold``.
+        detector_points: ``(5, 2)`` points of the detector (MTCNN), or None.
+        scheme: name of the keypoint scheme (see :mod:`fpezoo.schemes`) or None.
+    """
+
+    box: tuple
+    score: float
+    keypoints: np.ndarray
+    confidence: np.ndarray
+    visibility: np.ndarray
+    detector_points: Optional[np.ndarray] = None
+    scheme: Optional[str] = None
+
+    def to_dict(self, decimals=2):
+        """A JSON-ready dict (plain lists and floats)."""
+        result = {
+            "box": [round(float(v), decimals) for v in self.box],
+            "score": round(float(self.score), 4),
+            "keypoints": np.round(self.keypoints.astype("float64"), decimals).tolist(),
+            "confidence": np.round(self.confidence.astype("float64"), 4).tolist(),
+            "visibility": self.visibility.astype(int).tolist(),
+            "scheme": self.scheme,
+        }
+        if self.detector_points is not None:
+            result["detector_points"] = np.round(self.detector_points.astype("float64"), decimals).tolist()
+        return result
+
+
+class LandmarkDetector:
+    """Finds faces and their landmarks in photos.
+
+    Args:
+        model: a registered weights name (see ``fpezoo card``), a path to a
+            ``.keras`` model file, a Keras model returning ``[keypoints,
+            confidence]``, or a builder such as ``fpezoo.FPENet`` (called
+            without arguments: random weights). None: the default registered
+            model (:func:`default_model_name`).
+        detector: ``"default"``, ``"mtcnn"``, ``"dlib"``, ``"haar"``, any object
+            with ``detect(image_rgb) -> [(box, score, points), ...]`` (see
+            :mod:`fpezoo.detection`), or None to take every image as one face
+            crop.
+        enlarge: side of the square crop as a multiple of the face box's longest
+            side. None: the value registered with the model's weights, else the
+            data pipeline's default.
+        input_color: ``"rgb"``, ``"bgr"`` or ``"grayscale"`` order the model
+            takes. None: read from the model (its preprocessing layer or its
+            channel count; 3 channels without preprocessing mean RGB).
+        visibility_threshold: keypoints with lower confidence are marked not
+            visible (besides those outside the image).
+        max_detection_side: images are searched for faces at this longest side
+            at most.
+        batch_size: largest batch of face crops run at once.
+        scheme: keypoint scheme name for the results (None: the registered
+            scheme, or guessed from the keypoint count).
+    """
+
+    def __init__(self, model=None, detector="default", enlarge=None, input_color=None,
+                 visibility_threshold=0.0, max_detection_side=DEFAULT_MAX_DETECTION_SIDE,
+                 batch_size=16, scheme=None):
+        self.model, registered = _resolve_model(model)
+        self.detector = get_detector(detector)
+        self.input_size, self.input_color = _model_input(self.model, input_color)
+        self.enlarge = float(enlarge if enlarge is not None else registered.get("enlarge", _default_enlarge()))
+        if not self.enlarge > 0:
+            raise ValueError(f"`enlarge` must be positive. Received: enlarge={enlarge!r}")
+        self.visibility_threshold = float(visibility_threshold)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
+        self.batch_size = batch_size
+        self.max_detection_side = int(max_detection_side)
+        self.num_keypoints = int(self.model.outputs[0].shape[1])
+        self.scheme = scheme or registered.get("scheme") or _scheme_name(self.num_keypoints)
+
+    def __repr__(self):
+        return (f"LandmarkDetector(model={self.model.name!r}, detector={self.detector!r}, "
+                f"input={self.input_size + (self.input_color,)}, enlarge={self.enlarge})")
+
+    # -- public API ----------------------------------------------------------
+
+    def predict(self, images, boxes=None, bgr=False):
+        """Landmarks of every face in one image or a list of images.
+
+        Args:
+            images: one image or a list of them; each a file path, a PIL image
+                or a NumPy array (grayscale, RGB, BGR with ``bgr=True``, RGBA).
+            boxes: optional face boxes ``(x_min, y_min, x_max, y_max)`` to use
+                instead of the detector: a list of boxes for one image, or one
+                such list per image.
+            bgr: NumPy colour arrays are in OpenCV's BGR order.
+
+        Returns:
+            For one image, a list of :class:`Face` (empty when no face is found);
+            for a list of images, one such list per image.
+        """
+        single = not isinstance(images, (list, tuple))
+        image_list = [images] if single else list(images)
+        if boxes is not None and single:
+            boxes = [boxes]
+        if boxes is not None and len(boxes) != len(image_list):
+            raise ValueError(
+                "`boxes` needs one list of boxes per image. "
+                f"Received: len(boxes)={len(boxes)}, number of images={len(image_list)}"
+            )
+        rgb_images = [load_image(image, bgr=bgr) for image in image_list]
+        if boxes is None:
+            faces = self.landmarks(rgb_images, [self.detect(image) for image in rgb_images])
+        else:
+            given = [[Detection(_check_box(box), 1.0, None) for box in image_boxes] for image_boxes in boxes]
+            faces = self.landmarks(rgb_images, given, detector_boxes=False)
+        return faces[0] if single else faces
+
+    def detect(self, image_rgb):
+        """Face detections of one RGB image (the whole image without a detector)."""
+        if self.detector is None:
+            height, width = image_rgb.shape[:2]
+            return [Detection((0.0, 0.0, float(width), float(height)), 1.0, None)]
+        return detect_faces(self.detector, image_rgb, self.max_detection_side)
+
+    def landmarks(self, rgb_images, detections, detector_boxes=True):
+        """Landmarks for given detections.
+
+        Args:
+            rgb_images: list of ``(H, W, 3)`` uint8 RGB arrays.
+            detections: one list of :class:`fpezoo.detection.Detection` per image.
+            detector_boxes: the boxes come from this predictor's detector, so its
+                ``landmark_box_calibration`` turns them into the landmark boxes
+                that training crops are cut around. False: boxes are cropped
+                as they are.
+
+        Returns:
+            One list of :class:`Face` per image.
+        """
+        calibration = getattr(self.detector, "landmark_box_calibration", None) if detector_boxes else None
+        crops, transforms, owners = [], [], []
+        for index, (image, image_detections) in enumerate(zip(rgb_images, detections)):
+            for detection in image_detections:
+                crop, transform = self.crop(image, landmark_box(detection.box, calibration))
+                crops.append(crop)
+                transforms.append(transform)
+                owners.append((index, detection))
+        keypoints, confidence = self._run_model(crops)
+        results = [[] for _ in rgb_images]
+        for crop_keypoints, crop_confidence, transform, (index, detection) in zip(
+                keypoints, confidence, transforms, owners):
+            results[index].append(self._face(rgb_images[index], detection, crop_keypoints,
+                                             crop_confidence, transform))
+        return results
+
+    def crop(self, image_rgb, box):
+        """The model-input crop of a face box and its image -> crop transform.
+
+        Only a window around the box is handed to the data pipeline's
+        :func:`~fpezoo.data.pipeline.crop_face`, so huge images are never copied
+        whole; the returned transform is composed to map original-image pixels.
+
+        Returns:
+            ``(crop, transform)``: the crop in the model's colour order, shape
+            ``(h, w, channels)`` float32 0-255, and the 2x3 affine matrix from
+            original-image to crop pixels.
+        """
+        from fpezoo.data.pipeline import crop_face
+
+        box = _check_box(box)
+        window, origin = _window_around(image_rgb, box, max(self.enlarge, 1.0) * CROP_WINDOW_MARGIN)
+        local_box = (box[0] - origin[0], box[1] - origin[1], box[2] - origin[0], box[3] - origin[1])
+        crop, transform = crop_face(window, local_box, self.input_size, enlarge=self.enlarge, jitter=None)
+        transform = np.asarray(transform, dtype="float64").copy()
+        # crop = A @ (p - origin) + t  =>  translation becomes t - A @ origin.
+        transform[:, 2] -= transform[:, :2] @ np.asarray(origin, dtype="float64")
+        return _to_model_color(np.asarray(crop), self.input_color), transform
+
+    # -- internals -------------------------------------------------------------
+
+    def _run_model(self, crops):
+        if not crops:
+            return np.zeros((0, self.num_keypoints, 2), "float32"), np.zeros((0, self.num_keypoints), "float32")
+        keypoints, confidence = [], []
+        for start in range(0, len(crops), self.batch_size):
+            batch = np.stack(crops[start:start + self.batch_size])
+            # Pad to a power of two so the model compiles a few batch shapes only.
+            padded = 2 ** math.ceil(math.log2(len(batch)))
+            if padded > len(batch):
+                batch = np.concatenate([batch, np.zeros((padded - len(batch),) + batch.shape[1:], batch.dtype)])
+            outputs = self.model.predict_on_batch(batch)
+            count = min(self.batch_size, len(crops) - start)
+            keypoints.append(np.asarray(outputs[0])[:count])
+            confidence.append(np.asarray(outputs[1])[:count])
+        return np.concatenate(keypoints), np.concatenate(confidence)
+
+    def _face(self, image, detection, crop_keypoints, crop_confidence, transform):
+        from fpezoo.data.pipeline import invert_points
+
+        keypoints = np.asarray(invert_points(crop_keypoints, transform), dtype="float32")
+        height, width = image.shape[:2]
+        inside = ((keypoints[:, 0] >= -0.5) & (keypoints[:, 0] <= width - 0.5)
+                  & (keypoints[:, 1] >= -0.5) & (keypoints[:, 1] <= height - 0.5))
+        confidence = np.asarray(crop_confidence, dtype="float32")
+        points = None if detection.points is None else np.asarray(detection.points, dtype="float32")
+        return Face(
+            box=tuple(float(v) for v in detection.box), score=float(detection.score),
+            keypoints=keypoints, confidence=confidence,
+            visibility=inside & (confidence >= self.visibility_threshold),
+            detector_points=points, scheme=self.scheme,
+        )
+
+
+class FaceTracker:
+    """Follows faces through consecutive video frames.
+
+    The first frame, and any frame where the faces' mean keypoint confidence
+    falls below ``redetect_ratio`` times its value at the last detection, runs
+    the detector; other frames crop each face around the previous frame's
+    landmarks (the box keeps the position and size it had relative to the
+    landmarks' extent when it was detected). The detector also runs every
+    ``redetect_interval`` frames to pick up new faces.
+
+    Args:
+        predictor: a :class:`LandmarkDetector` with a detector.
+        redetect_ratio: confidence drop (relative) that triggers a detection.
+        redetect_interval: frames between forced detections (0: never).
+    """
+
+    def __init__(self, predictor, redetect_ratio=0.5, redetect_interval=30):
+        if predictor.detector is None:
+            raise ValueError("FaceTracker needs a LandmarkDetector with a face detector. Received: detector=None")
+        if not 0 <= redetect_ratio <= 1:
+            raise ValueError(f"`redetect_ratio` must be in [0, 1]. Received: redetect_ratio={redetect_ratio!r}")
+        self.predictor = predictor
+        self.redetect_ratio = float(redetect_ratio)
+        self.redetect_interval = int(redetect_interval)
+        self._tracks = []  # (face, box relative to its landmark extent, confidence at detection)
+        self._frames_since_detection = 0
+        self.detections_run = 0
+
+    def update(self, frame_rgb):
+        """Landmarks of the faces in the next frame (a list of :class:`Face`)."""
+        frame_rgb = load_image(frame_rgb)
+        due = self.redetect_interval and self._frames_since_detection >= self.redetect_interval
+        if self._tracks and not due:
+            detections = [Detection(_box_from_relative(_extent(face), relative), face.score, None)
+                          for face, relative, _ in self._tracks]
+            faces = self.predictor.landmarks([frame_rgb], [detections])[0]
+            if all(face.confidence.mean() >= self.redetect_ratio * reference
+                   for face, (_, _, reference) in zip(faces, self._tracks)):
+                self._tracks = [(face, relative, reference)
+                                for face, (_, relative, reference) in zip(faces, self._tracks)]
+                self._frames_since_detection += 1
+                return faces
+        faces = self.predictor.landmarks([frame_rgb], [self.predictor.detect(frame_rgb)])[0]
+        self.detections_run += 1
+        self._frames_since_detection = 1
+        self._tracks = [(face, _relative_box(face.box, _extent(face)), float(face.confidence.mean()))
+                        for face in faces]
+        return faces
+
+
+def default_model_name():
+    """The registered weights the predictor and ``fpezoo demo`` use by default.
+
+    The registry entry marked ``"default": true``, else the first 68-point
+    (``ibug68``) entry by name, else the first entry.
+
+    Raises:
+        LookupError: no weights are registered.
+    """
+    from fpezoo.weights import REGISTRY_FILE, registry, weights_dir
+
+    entries = registry()
+    if not entries:
+        raise LookupError(
+            f"No trained weights are registered yet ({weights_dir() / REGISTRY_FILE} is empty), so "
+            "there is no default model: pass model= (a Keras model, a builder or a '.keras' file). "
+            "Received: model=None"
+        )
+    marked = sorted(name for name, entry in entries.items() if entry.get("default"))
+    ibug = sorted(name for name, entry in entries.items() if entry.get("scheme") == "ibug68")
+    return (marked or ibug or sorted(entries))[0]
+
+
+def draw_faces(image_rgb, faces, radius=None):
+    """Draws face boxes and keypoints on a copy of an RGB image.
+
+    Keypoints are coloured by confidence, relative to the most confident
+    keypoint of the face: red (lowest) to green (highest); invisible keypoints
+    are drawn hollow.
+
+    Args:
+        image_rgb: ``(H, W, 3)`` uint8 RGB array.
+        faces: list of :class:`Face`.
+        radius: point radius in pixels (None: from the face size).
+
+    Returns:
+        The annotated ``(H, W, 3)`` uint8 RGB array.
+    """
+    import cv2
+
+    canvas = np.ascontiguousarray(load_image(image_rgb)).copy()
+    for face in faces:
+        x_min, y_min, x_max, y_max = face.box
+        size = max(x_max - x_min, y_max - y_min, 1.0)
+        thickness = max(1, round(size / 150))
+        cv2.rectangle(canvas, (round(x_min), round(y_min)), (round(x_max) - 1, round(y_max) - 1),
+                      (255, 200, 0), thickness, cv2.LINE_AA)
+        point_radius = radius or max(1, round(size / 80))
+        peak = float(face.confidence.max()) if face.confidence.size else 0.0
+        relative = face.confidence / peak if peak > 0 else np.zeros_like(face.confidence)
+        for (x, y), level, visible in zip(face.keypoints, relative, face.visibility):
+            if not (np.isfinite(x) and np.isfinite(y)):
+                continue
+            color = (round(255 * (1 - level)), round(255 * level), 0)
+            cv2.circle(canvas, (round(float(x)), round(float(y))), point_radius, color,
+                       -1 if visible else thickness, cv2.LINE_AA)
+    return canvas
+
+
+# -- helpers -------------------------------------------------------------------
+
+def _resolve_model(model):
+    """Returns ``(keras_model, registered_info)`` for the ``model`` argument."""
+    import keras
+
+    if model is None:
+        model = default_model_name()
+    if isinstance(model, keras.Model):
+        return model, {}
+    if isinstance(model, str) and not model.endswith(".keras"):
+        from fpezoo.weights import build_registered, registry_entry
+
+        entry = registry_entry(model)
+        info = {"scheme": entry.get("scheme"), **entry.get("crop", {})}
+        return build_registered(model), info
+    if isinstance(model, str):
+        return keras.saving.load_model(model), {}
+    if callable(model):
+        built = model()
+        if isinstance(built, keras.Model):
+            return built, {}
+    raise TypeError(
+        "`model` must be a registered weights name, a '.keras' path, a Keras model or a model "
+        f"builder. Received: model={model!r}"
+    )
+
+
+def _model_input(model, input_color):
+    """``((height, width), colour)`` of the crops the model takes."""
+    from fpezoo.layers import FacePreprocessing
+
+    shape = tuple(model.inputs[0].shape[1:])
+    preprocessing = [layer for layer in model.layers if isinstance(layer, FacePreprocessing)]
+    size = shape[:2]
+    if None in size:
+        if not preprocessing:
+            raise ValueError(
+                "The model's input has no fixed size and no FacePreprocessing layer to say which "
+                f"size to crop faces to. Received: input_shape={shape}"
+            )
+        size = preprocessing[0].output_size
+    channels = shape[2]
+    if input_color is None:
+        if channels == 1:
+            input_color = "grayscale"
+        else:
+            input_color = preprocessing[0].input_color if preprocessing else "rgb"
+    expected = 1 if input_color == "grayscale" else 3
+    if input_color not in ("rgb", "bgr", "grayscale") or expected != channels:
+        raise ValueError(
+            f"`input_color` must be 'rgb', 'bgr' or 'grayscale' and match the model's {channels} "
+            f"input channel(s). Received: input_color={input_color!r}"
+        )
+    return (int(size[0]), int(size[1])), input_color
+
+
+def _default_enlarge():
+    from fpezoo.data import pipeline
+
+    return pipeline.DEFAULT_ENLARGE
+
+
+def _scheme_name(num_keypoints):
+    try:
+        from fpezoo.schemes import scheme_for_num_keypoints
+
+        return scheme_for_num_keypoints(num_keypoints).name
+    except (ImportError, ValueError, KeyError):
+        return None
+
+
+def _to_model_color(crop, input_color):
+    import cv2
+
+    crop = crop.astype("float32")
+    if input_color == "grayscale":
+        return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[..., None]
+    if input_color == "bgr":
+        return np.ascontiguousarray(crop[..., ::-1])
+    return crop
+
+
+def _check_box(box):
+    try:
+        box = tuple(float(v) for v in box)
+    except (TypeError, ValueError):
+        box = None
+    if box is None or len(box) != 4 or not all(map(math.isfinite, box)) or box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(
+            "A face box must be four finite numbers (x_min, y_min, x_max, y_max) with "
+            f"x_max > x_min and y_max > y_min. Received: box={box!r}"
+        )
+    return box
+
+
+def _window_around(image, box, margin):
+    """The part of ``image`` within ``margin`` box sides of the box centre."""
+    side = max(box[2] - box[0], box[3] - box[1])
+    centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    height, width = image.shape[:2]
+    x0 = int(np.clip(math.floor(centre_x - margin * side / 2), 0, width - 1))
+    y0 = int(np.clip(math.floor(centre_y - margin * side / 2), 0, height - 1))
+    x1 = int(np.clip(math.ceil(centre_x + margin * side / 2), x0 + 1, width))
+    y1 = int(np.clip(math.ceil(centre_y + margin * side / 2), y0 + 1, height))
+    return np.ascontiguousarray(image[y0:y1, x0:x1]), (x0, y0)
+
+
+def _extent(face):
+    """Box of a face's visible keypoints (all keypoints when none is visible)."""
+    points = face.keypoints[face.visibility] if face.visibility.any() else face.keypoints
+    return (*points.min(axis=0), *points.max(axis=0))
+
+
+def _relative_box(box, reference):
+    """Describes ``box`` by its centre and size relative to ``reference``."""
+    ref_w = max(reference[2] - reference[0], 1.0)
+    ref_h = max(reference[3] - reference[1], 1.0)
+    return ((box[0] + box[2] - reference[0] - reference[2]) / 2 / ref_w,
+            (box[1] + box[3] - reference[1] - reference[3]) / 2 / ref_h,
+            (box[2] - box[0]) / ref_w, (box[3] - box[1]) / ref_h)
+
+
+def _box_from_relative(reference, relative):
+    """Inverse of :func:`_relative_box`."""
+    ref_w = max(reference[2] - reference[0], 1.0)
+    ref_h = max(reference[3] - reference[1], 1.0)
+    centre_x = (reference[0] + reference[2]) / 2 + relative[0] * ref_w
+    centre_y = (reference[1] + reference[3]) / 2 + relative[1] * ref_h
+    half_w, half_h = relative[2] * ref_w / 2, relative[3] * ref_h / 2
+    return (centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h)
