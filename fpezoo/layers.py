@@ -223,8 +223,13 @@ class HeatmapArgmax(keras.layers.Layer):
         shape = ops.shape(heatmaps)
         height, width, count = shape[1], shape[2], shape[3]
         flat = ops.reshape(heatmaps, (-1, height * width, count))
-        index = ops.argmax(flat, axis=1)  # (N, K), first maximum as NumPy
-        confidence = ops.max(flat, axis=1)
+        confidence = ops.max(flat, axis=1)  # (N, K)
+        # First position of the maximum, as np.argmax. Written with min/where
+        # because ops.argmax's TensorFlow lowering uses Bitcast, which ONNX lacks.
+        positions = ops.arange(height * width, dtype="int32")[None, :, None]
+        index = ops.min(
+            ops.where(flat == confidence[:, None, :], positions, height * width), axis=1
+        )
         column = index % width
         row = index // width
 

@@ -204,3 +204,28 @@ def test_get_config_is_complete(layer):
     assert clone.get_config() == layer.get_config()
     serialized = keras.saving.serialize_keras_object(layer)
     assert serialized["registered_name"] == f"fpezoo>{type(layer).__name__}"
+
+
+def test_layers_export_to_onnx():
+    # HeatmapArgmax avoids ops.argmax, whose TensorFlow lowering (Bitcast) ONNX lacks.
+    tf2onnx = pytest.importorskip("tf2onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    import tensorflow as tf
+
+    images = keras.Input((None, None, 3))
+    x = FacePreprocessing((16, 16), input_color="rgb", output_color="grayscale")(images)
+    heatmaps = keras.layers.Conv2D(3, 3, padding="same")(x)
+    soft_points, soft_conf = SoftArgmax(beta=0.5)(heatmaps)
+    hard_points, hard_conf = HeatmapArgmax()(heatmaps)
+    regressed = RegressionDecoder((16, 16))(keras.layers.Dense(6)(keras.layers.Flatten()(x)))
+    outputs = [RescaleKeypoints((16, 16))(soft_points, images), soft_conf, hard_points, hard_conf,
+               regressed]
+    model = keras.Model(images, outputs)
+    data = np.random.default_rng(5).uniform(0, 255, (2, 24, 20, 3)).astype("float32")
+    function = tf.function(lambda batch: model(batch, training=False))
+    proto, _ = tf2onnx.convert.from_function(
+        function, input_signature=(tf.TensorSpec((None, None, None, 3), tf.float32),), opset=17)
+    session = onnxruntime.InferenceSession(proto.SerializeToString())
+    results = session.run(None, {session.get_inputs()[0].name: data})
+    for actual, expected in zip(results, model(data)):
+        np.testing.assert_allclose(actual, expected, atol=1e-3, rtol=1e-4)
