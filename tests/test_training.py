@@ -1,0 +1,213 @@
+"""fpezoo.train, its config, the schedules and resuming a killed run."""
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from fpezoo import schedules, training
+from fpezoo.data.records import LandmarkRecord
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- schedules
+def _rates(schedule, steps):
+    return np.array([float(schedule(step)) for step in steps])
+
+
+def test_soft_start_annealing_follows_tao_phases():
+    schedule = schedules.SoftStartAnnealing(1e-3, total_steps=100, min_lr_ratio=0.01,
+                                            soft_start=0.2, annealing_start=0.6)
+    rates = _rates(schedule, [0, 10, 20, 40, 60, 80, 100, 150])
+    # Ramp from min_lr = 1e-5 to 1e-3, exponential: halfway is the geometric mean 1e-4.
+    np.testing.assert_allclose(rates[:3], [1e-5, 1e-4, 1e-3], rtol=1e-5)
+    np.testing.assert_allclose(rates[3:5], [1e-3, 1e-3], rtol=1e-5)
+    # Decay: t = (1 - 0.8) / (1 - 0.6) = 0.5 -> geometric mean again, then min_lr at the end.
+    np.testing.assert_allclose(rates[5:], [1e-4, 1e-5, 1e-5], rtol=1e-5)
+
+
+def test_soft_start_annealing_serializes_and_checks_arguments():
+    schedule = schedules.SoftStartAnnealing(5e-4, total_steps=10, soft_start=0.0)
+    restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert restored.get_config() == schedule.get_config()
+    assert float(restored(0)) == pytest.approx(5e-4)
+    with pytest.raises(ValueError, match=r"soft_start < annealing_start.*Received: soft_start=0.8"):
+        schedules.SoftStartAnnealing(1e-3, 10, soft_start=0.8, annealing_start=0.5)
+    with pytest.raises(ValueError, match="Received: total_steps=0"):
+        schedules.SoftStartAnnealing(1e-3, 0)
+
+
+def test_get_schedule_cosine_warms_up_then_decays():
+    schedule = schedules.get_schedule(
+        {"name": "cosine", "base_lr": 1e-2, "warmup_fraction": 0.1, "alpha": 0.0}, 100)
+    rates = _rates(schedule, [0, 5, 10, 55, 100])
+    np.testing.assert_allclose(rates, [0.0, 5e-3, 1e-2, 5e-3, 0.0], atol=1e-7)
+    assert schedules.get_schedule({"name": "constant", "base_lr": 0.1}, 5) == 0.1
+    with pytest.raises(ValueError, match=r"Unknown option\(s\) \['warmup'\]"):
+        schedules.get_schedule({"name": "cosine", "warmup": 3}, 10)
+    with pytest.raises(ValueError, match="Received: schedule="):
+        schedules.get_schedule({"name": "step"}, 10)
+
+
+# --------------------------------------------------------------------------- config
+def test_resolve_config_fills_defaults_and_names_bad_keys(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"output_dir": str(tmp_path), "epochs": 3,
+                                "optimizer": {"config": {"weight_decay": 0.01}}}))
+    config = training.resolve_config(path)
+    assert config["epochs"] == 3 and config["batch_size"] == 64
+    assert config["optimizer"] == {"name": "adamw", "config": {"weight_decay": 0.01}}
+    with pytest.raises(ValueError, match=r"Unknown training config key\(s\) \['epoch'\]"):
+        training.resolve_config({"output_dir": "x", "epoch": 3})
+    with pytest.raises(ValueError, match="Received: epochs=0"):
+        training.resolve_config({"output_dir": "x", "epochs": 0})
+    with pytest.raises(ValueError, match="Received: output_dir=None"):
+        training.resolve_config({})
+
+
+def test_benchmarks_are_refused_as_training_data():
+    source = {"reader": "aflw2000_3d", "path": "../shared/data/aflw2000-3d"}
+    with pytest.raises(ValueError, match="benchmark.*Received: reader='aflw2000_3d'"):
+        training.resolve_config({"output_dir": "x", "data": {"sources": [source]}})
+
+
+def _record(name, scheme="aflw21", folder="images"):
+    points = np.full((21, 2), np.nan, dtype="float32")
+    visibility = np.zeros(21, dtype="float32")
+    points[[6, 11, 14]] = [[30, 40], [80, 40], [55, 70]]
+    visibility[[6, 11, 14]] = 1
+    return LandmarkRecord(image=pathlib.Path("/data") / folder / name, keypoints=points,
+                          visibility=visibility, box=None, scheme=scheme, source="test")
+
+
+def test_validation_split_is_by_image_and_has_the_requested_size():
+    records = [_record(f"image{i:05d}.jpg") for i in range(4000)]
+    chosen = [training.in_validation_split(r, 0.1, seed=0) for r in records]
+    assert 0.08 < np.mean(chosen) < 0.12
+    # Another source labelling the same images splits them the same way.
+    again = [training.in_validation_split(_record(r.image.name), 0.1, seed=0) for r in records]
+    assert chosen == again
+    assert chosen != [training.in_validation_split(r, 0.1, seed=1) for r in records]
+    assert not any(training.in_validation_split(r, 0.0, seed=0) for r in records[:50])
+
+
+def test_convert_record_masks_points_the_source_lacks():
+    from fpezoo import schemes
+
+    converted = training.convert_record(_record("a.jpg"), schemes.get_scheme("ibug68"))
+    assert converted.scheme == "ibug68" and converted.keypoints.shape == (68, 2)
+    # AFLW's outer eye corners (6, 11) and nose tip (14) are iBUG 36, 45 and 30.
+    assert np.flatnonzero(converted.visibility).tolist() == [30, 36, 45]
+    np.testing.assert_allclose(converted.keypoints[[36, 45, 30]], [[30, 40], [80, 40], [55, 70]])
+    same = training.convert_record(converted, schemes.get_scheme("ibug68"))
+    assert same is converted
+
+
+# --------------------------------------------------------------------------- training runs
+def _synthetic_faces(count=32, size=16, num_keypoints=5):
+    """Faces whose keypoints are marked by bright pixels, so the task is learnable."""
+    rng = np.random.default_rng(0)
+    points = rng.integers(2, size - 2, (count, num_keypoints, 2)).astype("float32")
+    images = np.zeros((count, size, size, 1), dtype="float32")
+    for face, face_points in enumerate(points):
+        for x, y in face_points.astype(int):
+            images[face, y, x, 0] = 255.0
+    labels = np.concatenate([points, np.ones((count, num_keypoints, 1), "float32")], axis=-1)
+    return images, labels
+
+
+def _tiny_config(output_dir, epochs=4):
+    return {
+        "model": {"builder": "FPENet",
+                  "config": {"num_keypoints": 5, "width": 8, "input_shape": [16, 16, 1]}},
+        "loss": {"name": "l1"},
+        "optimizer": {"name": "adam"},
+        "schedule": {"name": "constant", "base_lr": 1e-2},
+        "epochs": epochs, "batch_size": 8, "steps_per_epoch": 4, "verbose": 0,
+        "output_dir": str(output_dir),
+    }
+
+
+def test_train_learns_and_writes_the_run_files(tmp_path):
+    import tensorflow as tf
+
+    images, labels = _synthetic_faces()
+    train_data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8).repeat()
+    validation = tf.data.Dataset.from_tensor_slices((images[:16], labels[:16])).batch(8)
+    model, summary = training.train(_tiny_config(tmp_path, epochs=6), train_data=train_data,
+                                    validation_data=validation)
+    history = training.read_history(tmp_path)
+    losses = [float(row["loss"]) for row in history]
+    assert [int(row["epoch"]) for row in history] == list(range(6))
+    assert losses[-1] < 0.9 * losses[0]  # measured: 6.33 -> 5.45
+    assert summary["optimizer_iterations"] == 24 and summary["scheme"] == "five_point"
+    best = json.loads((tmp_path / "best.json").read_text())
+    val_losses = [float(row["val_loss"]) for row in history]
+    assert best["value"] == pytest.approx(min(val_losses), rel=1e-5)
+    assert best["epoch"] == int(np.argmin(val_losses))
+    assert list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    # best.keras is the model with the best weights; it reloads in safe mode.
+    reloaded = keras.saving.load_model(tmp_path / "best.keras")
+    best_model = training.build_model(training.resolve_config(_tiny_config(tmp_path)))
+    best_model.load_weights(tmp_path / "best.weights.h5")
+    np.testing.assert_allclose(reloaded.predict(images[:4], verbose=0)[0],
+                               best_model.predict(images[:4], verbose=0)[0], atol=1e-5)
+
+
+# Trains the tiny model; with "kill", SIGKILLs itself after epoch `kill_after`'s backup.
+RESUME_SCRIPT = r"""
+import json, os, signal, sys
+import keras, numpy as np, tensorflow as tf
+sys.path.insert(0, sys.argv[1])
+from tests.test_training import _synthetic_faces, _tiny_config
+import fpezoo.training
+
+output_dir, kill_after = sys.argv[2], int(sys.argv[3])
+
+class Kill(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+images, labels = _synthetic_faces()
+data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8).repeat()
+callbacks = [Kill()] if kill_after >= 0 else []
+_, summary = fpezoo.training.train(_tiny_config(output_dir), train_data=data, callbacks=callbacks)
+print("SUMMARY " + json.dumps(summary))
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_where_it_stopped(tmp_path):
+    def run(kill_after):
+        return subprocess.run(
+            [sys.executable, "-c", RESUME_SCRIPT, str(PROJECT_ROOT), str(tmp_path), str(kill_after)],
+            capture_output=True, text=True, timeout=240,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        )
+
+    killed = run(kill_after=1)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 2
+    assert not (tmp_path / "summary.json").exists()
+
+    resumed = run(kill_after=-1)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout.split("SUMMARY ")[-1])
+    assert summary["first_epoch_this_run"] == 2 and summary["epochs_run"] == 2
+    # Optimizer state (and with it the schedule's step) came back with the weights.
+    assert summary["optimizer_iterations"] == 4 * 4
+    epochs = [int(row["epoch"]) for row in training.read_history(tmp_path)]
+    assert epochs == [0, 1, 2, 3]
+    assert not (tmp_path / "backup").exists()  # removed once the run finished
+    best = json.loads((tmp_path / "best.json").read_text())
+    losses = [float(row["loss"]) for row in training.read_history(tmp_path)]
+    assert best["value"] == pytest.approx(min(losses), rel=1e-5)
+    assert math.isfinite(best["value"])
