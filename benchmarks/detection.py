@@ -16,9 +16,15 @@ size ratio), the calibration :class:`fpezoo.LandmarkDetector` uses to crop
 faces from detector boxes the way the models were trained (from landmark
 boxes).
 
+``--crop-statistics`` prints instead how the training crops relate to their
+faces' 68 landmarks (teacher labels of the AFLW and MTFL crops): crop side over
+the landmark box's longer side and the centre offset, the ``enlarge`` default
+of :class:`fpezoo.LandmarkDetector`.
+
 Usage::
 
     python benchmarks/detection.py --count 300 --output detection_benchmark.json
+    python benchmarks/detection.py --crop-statistics
     # OpenCV's Haar cascade needs opencv<5: run it from an environment that has it
     /path/to/venv-with-opencv4/bin/python benchmarks/detection.py --detectors haar
 
@@ -155,6 +161,25 @@ DETECTOR_FACTORIES = {
 }
 
 
+def crop_statistics(root):
+    """Training crop geometry relative to the 68 teacher landmarks' box."""
+    sets = (("aflw-crops", "aflw-crops/teacher_mediapipe.npz", 120),
+            ("mtfl-train", "mtfl/teacher_mediapipe_train.npz", 80))
+    print(f"{'set':<12}{'faces':>7}{'side/box median':>17}{'IQR':>13}{'offset x':>10}{'offset y':>10}")
+    for name, file, side in sets:
+        labels = np.load(root / file)
+        points = labels["pts68"][..., :2]
+        # Faces the teacher found, and was sure of (views agree within 5 %).
+        keep = np.isfinite(points).all(axis=(1, 2)) & (labels["flip_disagreement_nme"] < 0.05)
+        boxes = np.array([landmark_box(p) for p in points[keep]])
+        longer = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        ratio = side / longer
+        offset = (side / 2 - (boxes[:, :2] + boxes[:, 2:]) / 2) / longer[:, None]
+        low, median, high = np.percentile(ratio, [25, 50, 75])
+        print(f"{name:<12}{keep.sum():>7}{median:>17.3f}{f'{low:.2f}-{high:.2f}':>13}"
+              f"{np.median(offset[:, 0]):>10.3f}{np.median(offset[:, 1]):>10.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detectors", nargs="+", default=["mtcnn", "dlib", "lbp", "haar"],
@@ -162,8 +187,13 @@ def main():
     parser.add_argument("--count", type=int, default=300, help="images per data set")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="detection_benchmark.json")
+    parser.add_argument("--crop-statistics", action="store_true",
+                        help="print the training crops' geometry instead")
     args = parser.parse_args()
     root = data_dir()
+    if args.crop_statistics:
+        crop_statistics(root)
+        return
     results = {"iou_threshold": IOU_THRESHOLD, "max_size_ratio": MAX_SIZE_RATIO, "count": args.count, "seed": args.seed, "detectors": {}}
     for name in args.detectors:
         try:

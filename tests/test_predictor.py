@@ -1,0 +1,281 @@
+"""Tests of fpezoo.predictor and fpezoo.imageio.
+
+Geometry is tested with a "dot finder": a landmark model whose keypoint is the
+brightest pixel of each input channel (fpezoo.layers.HeatmapArgmax applied to
+the image itself). Drawing a bright dot in a photo and asking the predictor for
+its keypoint checks the whole chain (loading, colour order, crop, resize,
+batching, inverse transform) against a known answer, without trained weights.
+"""
+
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from fpezoo import imageio
+from fpezoo.detection import Detection
+from fpezoo.layers import HeatmapArgmax
+from fpezoo.models.common import LandmarkModel
+from fpezoo.predictor import FaceTracker, LandmarkDetector, default_model_name, draw_faces
+
+ASTRONAUT = pathlib.Path(imageio.__file__).parent / "assets" / "astronaut.png"
+
+
+def dot_finder(channels=1, size=64):
+    """A LandmarkModel whose keypoint k is the brightest pixel of channel k."""
+    images = keras.Input((size, size, channels), name="images")
+    keypoints, confidence = HeatmapArgmax(name="keypoint_head")(images)
+    return LandmarkModel(images, [keypoints, confidence], name="dot_finder")
+
+
+def draw_dot(image, x, y, color=(255, 255, 255), radius=6.0):
+    """A cone-shaped dot peaking on pixel (x, y) (pixel-centre convention)."""
+    rows, cols = np.ogrid[:image.shape[0], :image.shape[1]]
+    weight = np.clip(1 - np.hypot(cols - x, rows - y) / radius, 0, 1)[..., None]
+    image[:] = (image * (1 - weight) + np.asarray(color) * weight).astype(image.dtype)
+    return image
+
+
+class FixedDetector:
+    """Returns the same boxes for every image and counts its calls."""
+
+    def __init__(self, boxes):
+        self.boxes = boxes
+        self.calls = 0
+        self.shapes = []
+
+    def detect(self, image_rgb):
+        self.calls += 1
+        self.shapes.append(image_rgb.shape)
+        return [Detection(box, 0.9) for box in self.boxes]
+
+
+@pytest.fixture(scope="module")
+def gray_predictor():
+    return LandmarkDetector(model=dot_finder(), detector=None, enlarge=1.0)
+
+
+def assert_near(point, expected, tolerance):
+    assert np.hypot(*(np.asarray(point) - expected)) <= tolerance, (point, expected)
+
+
+# -- image loading ---------------------------------------------------------------
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Image file not found. Received: path="):
+        imageio.load_image(tmp_path / "missing.jpg")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty \\(0 bytes\\)"),
+    (b"this is a text file, not a JPEG\n" * 3, "not an image"),
+])
+def test_unreadable_files_are_clear_errors(tmp_path, content, message):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(content)
+    with pytest.raises(imageio.ImageReadError, match=f"{message}.*Received: path=.*photo.jpg"):
+        imageio.load_image(path)
+
+
+def test_truncated_jpeg_is_a_clear_error(tmp_path):
+    path = tmp_path / "cut.jpg"
+    Image.open(ASTRONAUT).save(path, quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(imageio.ImageReadError, match="truncated or corrupt.*Received: path="):
+        imageio.load_image(path)
+
+
+def test_oversized_file_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "huge.png"
+    Image.new("1", (20000, 20000)).save(path)  # one colour: a few kB on disk
+    with pytest.raises(imageio.ImageReadError, match="20000x20000.*above the limit"):
+        imageio.load_image(path, max_pixels=100_000_000)
+
+
+def test_arrays_of_every_layout_become_rgb():
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(imageio.load_image(rgb), rgb)
+    np.testing.assert_array_equal(imageio.load_image(rgb[..., ::-1], bgr=True), rgb)
+    rgba = np.concatenate([rgb, np.full((5, 7, 1), 7, np.uint8)], axis=-1)
+    np.testing.assert_array_equal(imageio.load_image(rgba), rgb)
+    gray = rgb[..., 0]
+    np.testing.assert_array_equal(imageio.load_image(gray), np.stack([gray] * 3, -1))
+    np.testing.assert_array_equal(imageio.load_image(rgb.astype("float32")), rgb)
+    with pytest.raises(ValueError, match="Received: image.shape=\\(5, 7, 2\\)"):
+        imageio.load_image(rgb[..., :2])
+    with pytest.raises(TypeError, match="Received: image.dtype=int64"):
+        imageio.load_image(rgb.astype("int64"))
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    # A 60x40 (w x h) picture stored sideways: EXIF orientation 6 = rotate 90 clockwise to view.
+    upright = draw_dot(np.zeros((40, 60, 3), np.uint8), 10, 5)
+    stored = np.rot90(upright, k=1)  # what a camera writes before the tag
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    loaded = imageio.load_image(path)
+    assert loaded.shape == (40, 60, 3)
+    rows, cols = np.nonzero(loaded[..., 0] > 128)
+    assert_near((cols.mean(), rows.mean()), (10, 5), 1.0)
+
+
+# -- geometry ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, dot", [((64, 64), (20, 40)), ((90, 150), (120, 30)), ((200, 70), (35, 180))])
+def test_whole_image_crop_maps_keypoints_back(gray_predictor, shape, dot):
+    image = draw_dot(np.zeros(shape + (3,), np.uint8), *dot)
+    (face,) = gray_predictor.predict(image)
+    scale = max(shape) / 64  # image pixels per crop pixel
+    assert face.box == (0.0, 0.0, float(shape[1]), float(shape[0]))
+    assert_near(face.keypoints[0], dot, 0.8 * scale)
+    assert face.keypoints.dtype == np.float32 and face.visibility.tolist() == [True]
+
+
+def test_given_boxes_even_partly_outside_the_image(gray_predictor):
+    image = draw_dot(np.zeros((120, 160, 3), np.uint8), 10, 100)
+    boxes = [(-30, 70, 40, 140), (5, 90, 25, 110), (100, 0, 150, 50)]
+    faces = gray_predictor.predict(image, boxes=boxes)
+    assert [f.box for f in faces] == [tuple(map(float, b)) for b in boxes]
+    assert_near(faces[0].keypoints[0], (10, 100), 1.5)
+    assert_near(faces[1].keypoints[0], (10, 100), 0.8)
+    assert faces[2].confidence[0] == 0  # no dot in that box
+
+
+def test_rgb_and_bgr_models_get_their_channel_order():
+    image = np.zeros((64, 64, 3), np.uint8)
+    draw_dot(image, 12, 20, color=(255, 0, 0))   # red
+    draw_dot(image, 50, 44, color=(0, 0, 255))   # blue
+    for color, red_index in (("rgb", 0), ("bgr", 2)):
+        predictor = LandmarkDetector(model=dot_finder(channels=3), detector=None, enlarge=1.0,
+                                     input_color=color)
+        (face,) = predictor.predict(image)
+        assert_near(face.keypoints[red_index], (12, 20), 0.8)
+        assert_near(face.keypoints[2 - red_index], (50, 44), 0.8)
+        # The same picture as an OpenCV BGR array gives the same answer.
+        (face_from_bgr,) = predictor.predict(image[..., ::-1].copy(), bgr=True)
+        np.testing.assert_allclose(face_from_bgr.keypoints, face.keypoints)
+
+
+def test_grayscale_and_rgba_inputs(gray_predictor):
+    gray = draw_dot(np.zeros((64, 64, 1), np.uint8), 30, 9, color=(255,))[..., 0]
+    (face,) = gray_predictor.predict(gray)
+    assert_near(face.keypoints[0], (30, 9), 0.8)
+    rgba = np.concatenate([np.stack([gray] * 3, -1), np.full((64, 64, 1), 255, np.uint8)], -1)
+    (face,) = gray_predictor.predict(rgba)
+    assert_near(face.keypoints[0], (30, 9), 0.8)
+
+
+def test_batches_of_images_keep_their_order():
+    detector = FixedDetector([(0, 0, 50, 50), (50, 0, 100, 50)])
+    predictor = LandmarkDetector(model=dot_finder(), detector=detector, enlarge=1.0, batch_size=3)
+    dots = [(10, 20), (30, 12), (25, 40)]
+    images = [draw_dot(np.zeros((60, 100, 3), np.uint8), *dot) for dot in dots]
+    results = predictor.predict(images)
+    assert detector.calls == 3 and [len(faces) for faces in results] == [2, 2, 2]
+    for faces, dot in zip(results, dots):
+        assert_near(faces[0].keypoints[0], dot, 0.8)
+        assert faces[0].score == pytest.approx(0.9)
+
+
+def test_huge_image_detects_on_a_copy_and_crops_the_full_resolution():
+    # np.zeros is lazily allocated: only the pages touched use memory.
+    huge = np.zeros((20000, 20000, 3), np.uint8)
+    draw_dot(huge[14900:15100, 12245:12445], 100, 100)  # peak at (12345, 15000)
+    # The detector sees a 1280x1280 copy: its box is in that copy's pixels.
+    detector = FixedDetector([tuple(v * 1280 / 20000 for v in (12300, 14950, 12400, 15050))])
+    predictor = LandmarkDetector(model=dot_finder(), detector=detector, enlarge=1.0)
+    (face,) = predictor.predict(huge)
+    assert detector.shapes == [(1280, 1280, 3)]
+    np.testing.assert_allclose(face.box, (12300, 14950, 12400, 15050), rtol=1e-6)
+    assert_near(face.keypoints[0], (12345, 15000), 1.5)
+
+
+def test_window_crop_equals_whole_image_crop(gray_predictor):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    box = (250.0, 10.0, 330.0, 70.0)
+    crop, transform = gray_predictor.crop(image, box)
+    from fpezoo.data.pipeline import crop_face
+
+    direct, direct_transform = crop_face(image, box, (64, 64), enlarge=1.0)
+    np.testing.assert_allclose(transform, direct_transform, atol=1e-6)
+    import cv2
+
+    expected = cv2.cvtColor(np.asarray(direct).astype("float32"), cv2.COLOR_RGB2GRAY)
+    np.testing.assert_allclose(crop[..., 0], expected, atol=1e-3)
+
+
+def test_image_without_faces_gives_an_empty_list():
+    predictor = LandmarkDetector(model=dot_finder(), detector=FixedDetector([]), enlarge=1.0)
+    assert predictor.predict(np.zeros((50, 50, 3), np.uint8)) == []
+    assert predictor.predict([np.zeros((50, 50, 3), np.uint8)] * 2) == [[], []]
+
+
+def test_one_pixel_image_and_tiny_face(gray_predictor):
+    (face,) = gray_predictor.predict(np.full((1, 1, 3), 200, np.uint8))
+    assert face.keypoints.shape == (1, 2) and np.all(np.isfinite(face.keypoints))
+    image = draw_dot(np.zeros((100, 100, 3), np.uint8), 51, 52, radius=1.0)
+    (face,) = gray_predictor.predict(image, boxes=[(48, 49, 55, 56)])  # a 7-pixel face
+    assert_near(face.keypoints[0], (51, 52), 0.7)
+
+
+def test_bad_arguments_are_clear_errors(gray_predictor):
+    with pytest.raises(ValueError, match="Received: box="):
+        gray_predictor.predict(np.zeros((10, 10, 3), np.uint8), boxes=[(5, 5, 2, 8)])
+    with pytest.raises(ValueError, match="one list of boxes per image"):
+        gray_predictor.predict([np.zeros((10, 10, 3), np.uint8)] * 2, boxes=[[(0, 0, 5, 5)]])
+    with pytest.raises(TypeError, match="Received: model=42"):
+        LandmarkDetector(model=42)
+    with pytest.raises(ValueError, match="Received: input_color='rgb'"):
+        LandmarkDetector(model=dot_finder(), detector=None, input_color="rgb")
+    with pytest.raises(FileNotFoundError, match="Received: path="):
+        gray_predictor.predict("no/such/photo.png")
+
+
+def test_no_registered_weights_means_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("FPEZOO_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(LookupError, match="No trained weights are registered"):
+        default_model_name()
+    with pytest.raises(LookupError, match="Received: model=None"):
+        LandmarkDetector()
+
+
+# -- tracking ----------------------------------------------------------------------
+
+def test_tracker_follows_landmarks_and_redetects_when_confidence_drops():
+    detector = FixedDetector([(20, 20, 60, 60)])
+    predictor = LandmarkDetector(model=dot_finder(), detector=detector, enlarge=1.5)
+    tracker = FaceTracker(predictor, redetect_ratio=0.5, redetect_interval=0)
+    path = [(40 + 3 * step, 40 + 2 * step) for step in range(8)]  # leaves the detector's box
+    for x, y in path:
+        (face,) = tracker.update(draw_dot(np.zeros((120, 120, 3), np.uint8), x, y))
+        assert_near(face.keypoints[0], (x, y), 1.2)
+    assert detector.calls == 1
+    tracker.update(np.zeros((120, 120, 3), np.uint8))  # dot gone: confidence 0
+    assert detector.calls == 2
+
+
+# -- real models, random weights -----------------------------------------------------
+
+def test_random_fpenet_on_the_bundled_photo_with_mtcnn():
+    pytest.importorskip("mtcnn")
+    from fpezoo.models.fpenet import FPENet
+
+    predictor = LandmarkDetector(model=FPENet(num_keypoints=68, width=8), detector="mtcnn")
+    (face,) = predictor.predict(str(ASTRONAUT))
+    assert face.keypoints.shape == (68, 2) and face.confidence.shape == (68,)
+    assert face.detector_points.shape == (5, 2) and face.scheme in (None, "ibug68")
+    # Soft-argmax keeps every keypoint inside the crop around the face.
+    x_min, y_min, x_max, y_max = face.box
+    side = max(x_max - x_min, y_max - y_min) * predictor.enlarge * 1.6
+    centre = np.array([(x_min + x_max) / 2, (y_min + y_max) / 2])
+    assert np.all(np.abs(face.keypoints - centre) <= side / 2)
+    json.dumps(face.to_dict())
+    drawn = draw_faces(np.asarray(Image.open(ASTRONAUT).convert("RGB")), [face])
+    assert drawn.shape == (512, 512, 3) and drawn.dtype == np.uint8
