@@ -20,8 +20,9 @@ this order, in ``$FPEZOO_WEIGHTS_DIR`` (when set), in the installed
 
 Weights files are Keras ``.weights.h5`` files (``model.save_weights``). They are
 matched to a model layer by layer name, so weights trained for another keypoint
-count load into every layer but ``keypoint_head``, which starts fresh (with a
-warning that names it).
+count load into every layer but the keypoint head (``keypoint_head`` and the
+``keypoint_head_*`` layers of families with several), which starts fresh (with a
+warning that names the layers).
 
 Command line: ``fpezoo card NAME`` prints the model card of registered weights;
 ``fpezoo card`` lists the registered names.
@@ -176,9 +177,10 @@ def read_layer_weights(path):
 def load_weights(model, weights):
     """Loads a registered name or a ``.weights.h5`` file into ``model``.
 
-    Layers are matched by name. When only ``keypoint_head`` differs in its
-    keypoint count (weights trained for another scheme), every other layer loads
-    and a warning names the layers that start fresh.
+    Layers are matched by name. When only keypoint-head layers (``keypoint_head``
+    and layers named ``keypoint_head_*``, whose shapes depend on the keypoint
+    count) differ, as for weights trained for another scheme, every other layer
+    loads and a warning names the layers that start fresh.
 
     Args:
         model: a Keras model (e.g. built by :func:`fpezoo.FPENet`).
@@ -202,7 +204,7 @@ def load_weights(model, weights):
         problem = _mismatch(layer, file_layers.get(layer.name))
         if problem is None:
             continue
-        if layer.name == KEYPOINT_HEAD and _differs_only_in_keypoint_count(layer, file_layers[layer.name]):
+        if _is_keypoint_head(layer.name) and len(layer.weights) == len(file_layers.get(layer.name, ())):
             fresh.append(layer.name)
             continue
         raise ValueError(
@@ -246,12 +248,9 @@ def _mismatch(layer, arrays):
     return None
 
 
-def _differs_only_in_keypoint_count(layer, arrays):
-    expected = [tuple(weight.shape) for weight in layer.weights]
-    found = [tuple(array.shape) for array in arrays]
-    return len(expected) == len(found) and all(
-        e[:-1] == f[:-1] for e, f in zip(expected, found)
-    )
+def _is_keypoint_head(layer_name):
+    """Whether a layer's shapes depend on the keypoint count (see ``KEYPOINT_HEAD``)."""
+    return layer_name == KEYPOINT_HEAD or layer_name.startswith(KEYPOINT_HEAD + "_")
 
 
 def model_card(name):

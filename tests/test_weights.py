@@ -148,3 +148,27 @@ def test_plain_weights_load_into_a_preprocessing_model(tmp_path):
     original, path = _saved(tmp_path)
     wrapped = FPENet(weights=path, include_preprocessing=True, input_shape=(80, 80, 1), **TINY)
     np.testing.assert_allclose(original(FACES)[0], wrapped(FACES)[0], atol=1e-4)
+
+
+def _two_head_model(num_keypoints):
+    """A model with an intermediate head and its projection, as FAN's stacks."""
+    images = keras.Input((8, 8, 1))
+    features = keras.layers.Conv2D(4, 3, padding="same", name="stem")(images)
+    early = keras.layers.Conv2D(num_keypoints, 1, name="keypoint_head_stack1")(features)
+    projected = keras.layers.Conv2D(4, 1, name="keypoint_head_stack1_projection")(early)
+    merged = keras.layers.Add(name="merge")([features, projected])
+    heatmaps = keras.layers.Conv2D(num_keypoints, 1, name="keypoint_head")(merged)
+    return keras.Model(images, heatmaps)
+
+
+def test_every_keypoint_head_layer_starts_fresh(tmp_path):
+    source = _two_head_model(7)
+    path = tmp_path / "two_heads.weights.h5"
+    source.save_weights(path)
+    target = _two_head_model(3)
+    with pytest.warns(UserWarning) as record:
+        fresh = weights_module.load_weights(target, path)
+    assert fresh == ["keypoint_head_stack1", "keypoint_head_stack1_projection", "keypoint_head"]
+    assert all(name in str(record[0].message) for name in fresh)
+    for expected, actual in zip(source.get_layer("stem").get_weights(), target.get_layer("stem").get_weights()):
+        np.testing.assert_array_equal(expected, actual)

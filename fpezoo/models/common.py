@@ -16,8 +16,9 @@ import os
 import keras
 
 # Name of the layer that predicts one channel (or value pair) per keypoint in
-# every family. It is the layer that starts fresh when weights trained for
-# another keypoint count are loaded.
+# every family. It, and any other layer whose shapes depend on the keypoint
+# count (named "keypoint_head_<something>", e.g. FAN's intermediate heads), start
+# fresh when weights trained for another keypoint count are loaded.
 KEYPOINT_HEAD = "keypoint_head"
 
 
