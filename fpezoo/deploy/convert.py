@@ -404,16 +404,18 @@ def _fold_sign_bit_tests(onnx_model):
     non-NaN ``x`` (``1 / -0.0 = -inf`` catches negative zero), in supported
     operators (``Less``, ``Reciprocal``, ``Or``, ``Where``).
     """
+    import onnx
     from onnx import helper, numpy_helper
 
     graph = onnx_model.graph
-    producers = {output: node for node in graph.node for output in node.output}
+    all_nodes = list(graph.node)  # one wrapper per node, so id() identifies nodes below
+    producers = {output: node for node in all_nodes for output in node.output}
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
+    for node in all_nodes:
         if node.op_type == "Constant":
             constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
     replaced, removed = {}, set()
-    for node in graph.node:
+    for node in all_nodes:
         if node.op_type != "BitwiseAnd" or node.domain not in ("", "ai.onnx"):
             continue
         bitcast = next((producers.get(name) for name in node.input
@@ -429,7 +431,7 @@ def _fold_sign_bit_tests(onnx_model):
             numpy_helper.from_array(np.array(np.iinfo(np.int32).min, np.int32), names["int_min"]),
             numpy_helper.from_array(np.array(0, np.int32), names["int_zero"]),
         ])
-        replaced[node.name] = [
+        replaced[id(node)] = [
             helper.make_node("Less", [x, names["zero"]], [names["negative"]], name=names["negative"]),
             helper.make_node("Reciprocal", [x], [names["reciprocal"]], name=names["reciprocal"]),
             helper.make_node("Less", [names["reciprocal"], names["zero"]],
@@ -439,14 +441,16 @@ def _fold_sign_bit_tests(onnx_model):
             helper.make_node("Where", [names["sign"], names["int_min"], names["int_zero"]],
                              [node.output[0]], name=prefix),
         ]
-        removed.add(bitcast.name)
+        removed.add(id(bitcast))
     if not replaced:
         return
     nodes = []
-    for node in graph.node:
-        if node.name in removed:
-            continue
-        nodes.extend(replaced.get(node.name, [node]) if node.op_type == "BitwiseAnd" else [node])
+    for node in all_nodes:
+        if id(node) not in removed:
+            for kept in replaced.get(id(node), [node]):
+                copy = onnx.NodeProto()
+                copy.CopyFrom(kept)
+                nodes.append(copy)
     del graph.node[:]
     graph.node.extend(nodes)
 
