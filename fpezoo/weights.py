@@ -33,6 +33,7 @@ import importlib
 import json
 import os
 import pathlib
+import sys
 import warnings
 
 import h5py
@@ -305,7 +306,7 @@ def run(args):
     try:
         card = model_card(args.name)
     except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
         return 2
     entry = registry_entry(args.name)
     print(card.rstrip())

@@ -172,3 +172,10 @@ def test_every_keypoint_head_layer_starts_fresh(tmp_path):
     assert all(name in str(record[0].message) for name in fresh)
     for expected, actual in zip(source.get_layer("stem").get_weights(), target.get_layer("stem").get_weights()):
         np.testing.assert_array_equal(expected, actual)
+
+
+def test_card_command_reports_unknown_name(tmp_path, monkeypatch, capsys):
+    _, path = _saved(tmp_path)
+    _register(tmp_path, monkeypatch, path)
+    assert cli_main(["card", "nope"]) == 2
+    assert "Unknown weights name 'nope'. Known names: tiny" in capsys.readouterr().err
