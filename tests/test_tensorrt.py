@@ -135,7 +135,7 @@ def test_calibration_feeder_on_real_crops(shared_data, tmp_path):
     expected = cv2.imread(str(folder / "0.png"), cv2.IMREAD_GRAYSCALE)
     assert batch.shape == (2, 80, 80, 1)
     # MTFL crops are 80x80 already: the batch holds the image's own gray levels.
-    np.testing.assert_allclose(batch[0, ..., 0], expected, atol=1.0)
+    np.testing.assert_allclose(batch[0, ..., 0], expected, atol=1.01)  # OpenCV rounds to uint8
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed")
