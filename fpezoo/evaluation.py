@@ -1,0 +1,519 @@
+"""Benchmark evaluation: ``fpezoo.evaluate(model, benchmark)`` and ``fpezoo evaluate``.
+
+Benchmarks (data from ``../shared/data`` or ``$FPEZOO_DATA``, see its README):
+
+* ``"aflw2000-3d"``, the 3DDFA protocol (Zhu et al., "Face Alignment Across
+  Large Poses: A 3D Solution", CVPR 2016): every face is cropped from the box
+  of its ground-truth 68 fitted landmarks; NME is the mean point error over
+  ``sqrt(w * h)`` of that box, averaged per |yaw| bin (<= 30, 30-60, > 60) and
+  over the three bins. Also reported: the same on the manual re-annotation
+  (normalised by its own landmark box), inter-ocular NME (outer eye corners 36,
+  45), AUC and failure rate, and TAO's region pixel errors.
+* ``"mtfl"``: the MTFL test list (2,995 faces; Zhang et al., "Facial Landmark
+  Detection by Deep Multi-task Learning", ECCV 2014): NME by the distance of
+  the eye centres, failure rate at NME > 0.1. Models with more points are
+  scored on the five points their scheme converts to
+  (:func:`fpezoo.schemes.convert_keypoints`: eye centres are the mean of the
+  eye contours).
+* ``"records"``: any labelled set read by a reader of
+  :mod:`fpezoo.data.readers` (e.g. a TAO JSON file): TAO's region pixel errors
+  (FPENet's KPI, in original-image pixels) and an NME.
+
+Every face is counted: a face on which the model returns non-finite keypoints
+gets NME ``inf`` (a failure; the means become ``inf``), never a skip.
+
+Models: a Keras model, a ``.keras`` file, a registered weights name, or an
+exported ``.onnx`` file (run with onnxruntime).
+
+Command line::
+
+    fpezoo evaluate MODEL --benchmark aflw2000-3d --out result.json
+    fpezoo evaluate --ced a.json b.json --out ced.png
+"""
+
+import json
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from fpezoo import metrics, schemes
+from fpezoo.predictor import DEFAULT_ENLARGE
+
+BENCHMARKS = ("aflw2000-3d", "mtfl", "records")
+# Crops: the side of the square crop is DEFAULT_ENLARGE times the longer side of
+# a face's landmark box, the framing of the AFLW training crops (measured in
+# fpezoo.predictor). Loose face crops without a box (MTFL test) are taken whole:
+# MTFL test's framing matches the AFLW training crops' (median eye-centre
+# distance 0.298 vs 0.286 of the crop side).
+FAILURE_THRESHOLD = 0.1
+# Benchmark -> per-face error list plotted by the CED command.
+PRIMARY_ERRORS = {"aflw2000-3d": "nme_box", "mtfl": "nme_eye_centres", "records": "nme"}
+
+
+def data_dir():
+    """The shared data folder: ``$FPEZOO_DATA`` or ``../shared/data`` beside the project."""
+    override = os.environ.get("FPEZOO_DATA")
+    if override:
+        return pathlib.Path(override)
+    return pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+# --------------------------------------------------------------------------- models
+class KerasRunner:
+    """Runs a Keras landmark model on batches of crops.
+
+    Args:
+        model: a Keras model, a ``.keras`` path or a registered weights name.
+        input_color: colour order of the crops (None: read from the model).
+    """
+
+    def __init__(self, model, input_color=None):
+        from fpezoo.predictor import _model_input, _resolve_model
+
+        self.model, registered = _resolve_model(os.fspath(model) if isinstance(model, pathlib.Path) else model)
+        self.name = model if isinstance(model, (str, os.PathLike)) else self.model.name
+        self.name = os.fspath(self.name)
+        self.input_size, self.input_color = _model_input(self.model, input_color)
+        self.num_keypoints = int(self.model.outputs[0].shape[1])
+        self.scheme = registered.get("scheme")
+        self.enlarge = registered.get("enlarge")
+
+    def __call__(self, crops):
+        """``(keypoints (N, K, 2), confidence (N, K))`` for float32 crops."""
+        outputs = self.model.predict_on_batch(np.asarray(crops, dtype="float32"))
+        return np.asarray(outputs[0]), np.asarray(outputs[1])
+
+
+class OnnxRunner:
+    """Runs an exported ONNX landmark model (``fpezoo convert``) with onnxruntime.
+
+    Args:
+        path: the ``.onnx`` file; its input is ``(N, H, W, C)`` and its outputs
+            include keypoints ``(N, K, 2)`` (and confidence ``(N, K)``).
+        input_color: colour order for 3-channel inputs (default ``"rgb"``).
+    """
+
+    def __init__(self, path, input_color=None):
+        import onnxruntime
+
+        path = pathlib.Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found. Received: model={str(path)!r}")
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.name = str(path)
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        height, width, channels = model_input.shape[1:4]
+        if not all(isinstance(value, int) for value in (height, width, channels)):
+            raise ValueError(
+                "The ONNX model's input must have a fixed (height, width, channels). "
+                f"Received: input shape={model_input.shape}"
+            )
+        self.input_size = (height, width)
+        self.input_color = input_color or ("grayscale" if channels == 1 else "rgb")
+        outputs = self.session.get_outputs()
+        keypoint_outputs = [o for o in outputs if len(o.shape) == 3 and o.shape[-1] == 2]
+        if not keypoint_outputs:
+            raise ValueError(
+                "The ONNX model has no keypoints output of shape (N, K, 2). "
+                f"Received: outputs={[(o.name, o.shape) for o in outputs]}"
+            )
+        self.keypoints_name = keypoint_outputs[0].name
+        self.num_keypoints = int(keypoint_outputs[0].shape[1])
+        confidence = [o for o in outputs if len(o.shape) == 2 and o.shape[-1] == self.num_keypoints]
+        self.confidence_name = confidence[0].name if confidence else None
+        self.scheme = None
+        self.enlarge = None
+
+    def __call__(self, crops):
+        names = [self.keypoints_name] + ([self.confidence_name] if self.confidence_name else [])
+        results = self.session.run(names, {self.input_name: np.asarray(crops, dtype="float32")})
+        keypoints = results[0]
+        confidence = results[1] if len(results) > 1 else np.ones(keypoints.shape[:2], "float32")
+        return keypoints, confidence
+
+
+def model_runner(model, input_color=None):
+    """A runner (:class:`KerasRunner` or :class:`OnnxRunner`) for the ``model`` argument."""
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".onnx"):
+        return OnnxRunner(model, input_color)
+    return KerasRunner(model, input_color)
+
+
+# --------------------------------------------------------------------------- prediction
+def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
+                    scheme=None, progress=True, description="faces"):
+    """Predicts the landmarks of every record in original-image pixels.
+
+    Each face is cropped from its box with :func:`fpezoo.data.pipeline.crop_face`
+    (square side ``enlarge`` times the box's longer side; a record without a
+    box is a loose face crop, taken whole), run through the model, and mapped
+    back with :func:`fpezoo.data.pipeline.invert_points`.
+
+    Args:
+        runner: a :func:`model_runner`.
+        records: the faces (:class:`fpezoo.data.records.LandmarkRecord`).
+        enlarge: crop side over the longer side of a record's box.
+        batch_size: crops per model call.
+        flip_test: also run the mirrored crops and average with their flipped
+            back predictions (needs the model's ``scheme``).
+        scheme: the model's keypoint scheme (for ``flip_test``).
+        progress: show a progress bar.
+        description: label of the progress bar.
+
+    Returns:
+        ``(keypoints (N, K, 2), confidence (N, K))``, float64 / float32; a
+        face the model fails on has non-finite keypoints.
+    """
+    from tqdm import tqdm
+
+    from fpezoo.data.pipeline import crop_face, invert_points, record_box
+
+    keypoints, confidence = [], []
+    starts = range(0, len(records), batch_size)
+    for start in tqdm(starts, desc=description, unit="batch", disable=not progress, file=sys.stderr):
+        chunk = records[start:start + batch_size]
+        crops, transforms = [], []
+        for record in chunk:
+            crop, transform = crop_face(record.load_image(runner.input_color), record_box(record),
+                                        runner.input_size, enlarge=1.0 if record.box is None else enlarge)
+            crops.append(crop.reshape(runner.input_size + (-1,)))
+            transforms.append(transform)
+        crops = np.stack(crops).astype("float32")
+        points, scores = runner(crops)
+        if flip_test:
+            points, scores = _flip_averaged(runner, crops, points, scores, scheme)
+        keypoints.extend(invert_points(p, t) for p, t in zip(points, transforms))
+        confidence.append(np.asarray(scores, dtype="float32"))
+    return np.stack(keypoints).astype("float64"), np.concatenate(confidence)
+
+
+def _flip_averaged(runner, crops, points, scores, scheme):
+    if scheme is None:
+        raise ValueError("flip_test needs the model's keypoint scheme. Received: scheme=None")
+    flipped_points, flipped_scores = runner(crops[:, :, ::-1])
+    visible = np.ones(flipped_points.shape[:2], dtype="float32")
+    unflipped, _ = schemes.flip_keypoints(flipped_points, visible, scheme, runner.input_size[1])
+    order = np.asarray(schemes.get_scheme(scheme).flip_permutation)
+    return (points + unflipped) / 2.0, (scores + np.asarray(flipped_scores)[:, order]) / 2.0
+
+
+def to_scheme(keypoints, source, target):
+    """Predictions of scheme ``source`` expressed in ``target`` (every point required)."""
+    if source == target:
+        return keypoints
+    visible = np.ones(keypoints.shape[:2], dtype="float32")
+    converted, converted_visible = schemes.convert_keypoints(keypoints, visible, source, target)
+    if (converted_visible == 0).any():
+        missing = np.flatnonzero((converted_visible == 0).any(axis=0)).tolist()
+        raise ValueError(
+            f"A {source} model cannot be scored on {target} labels: points {missing} of {target} "
+            f"have no counterpart. Received: scheme={source!r}"
+        )
+    return converted
+
+
+def failed_as_inf(per_face_nme, predicted):
+    """Per-face NME with faces whose predictions are not finite set to ``inf``."""
+    failed = ~np.isfinite(predicted).all(axis=(1, 2))
+    return np.where(failed, np.inf, per_face_nme), int(failed.sum())
+
+
+def summary_statistics(errors, threshold=FAILURE_THRESHOLD):
+    """Mean, median, AUC and failure rate of per-face errors (``inf`` = failure)."""
+    auc, failure_rate = metrics.auc_and_failure_rate(errors, threshold)
+    return {"mean": float(np.mean(errors)), "median": float(np.median(errors)),
+            "auc": auc, "failure_rate": failure_rate, "threshold": threshold}
+
+
+def yaw_binned_statistics(errors, yaw_deg, threshold=FAILURE_THRESHOLD):
+    """The 3DDFA summary: ``mean`` of the |yaw| bin means, the ``bins``, and
+    :func:`summary_statistics` over all faces (its mean as ``mean_all_faces``)."""
+    overall = summary_statistics(errors, threshold)
+    binned = metrics.yaw_binned_mean(errors, yaw_deg)
+    return {"mean": binned["mean"], "bins": binned["bins"],
+            "mean_all_faces": overall.pop("mean"), **overall}
+
+
+# --------------------------------------------------------------------------- benchmarks
+def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size=64, limit=None,
+             output=None, flip_test=False, scheme=None, input_color=None, reader=None,
+             reader_options=None, progress=True):
+    """Scores a model on a benchmark and returns (and optionally saves) the numbers.
+
+    Args:
+        model: a Keras model, a ``.keras`` file, a registered weights name or an
+            ``.onnx`` file.
+        benchmark: ``"aflw2000-3d"``, ``"mtfl"`` or ``"records"``.
+        data: the benchmark's folder (AFLW2000-3D), list file (MTFL, default
+            ``mtfl/test.txt``) or label file (``"records"``); default: in
+            :func:`data_dir`.
+        enlarge: crop side over the longer side of the face box (default: the
+            registered model's, else :data:`DEFAULT_ENLARGE`); faces without a
+            box (MTFL's loose crops) are taken whole.
+        batch_size: crops per model call.
+        limit: score only the first ``limit`` faces (quick checks; the JSON says so).
+        output: optional JSON path for the results.
+        flip_test: average with the predictions on mirrored crops.
+        scheme: the model's keypoint scheme (default: registered or by count).
+        input_color: colour order the model takes (default: from the model).
+        reader: for ``"records"``, a reader name of ``fpezoo.training.READERS``.
+        reader_options: keyword arguments for that reader.
+        progress: show a progress bar.
+
+    Returns:
+        A JSON-able dict of results, including ``per_face`` errors (for CED plots).
+    """
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"`benchmark` must be one of {BENCHMARKS}. Received: benchmark={benchmark!r}")
+    runner = model_runner(model, input_color)
+    model_scheme = scheme or runner.scheme or schemes.scheme_for_num_keypoints(runner.num_keypoints).name
+    enlarge = float(enlarge or runner.enlarge or DEFAULT_ENLARGE)
+    started = time.time()
+    options = {"enlarge": enlarge, "batch_size": batch_size, "flip_test": flip_test,
+               "progress": progress, "scheme": model_scheme}
+    if benchmark == "aflw2000-3d":
+        results = _evaluate_aflw2000_3d(runner, data, limit, options)
+    elif benchmark == "mtfl":
+        results = _evaluate_mtfl(runner, data, limit, options)
+    else:
+        results = _evaluate_records(runner, data, reader, reader_options or {}, limit, options)
+    results = {
+        "benchmark": benchmark,
+        "model": runner.name,
+        "model_scheme": model_scheme,
+        "crop": {"enlarge": enlarge, "input_size": list(runner.input_size),
+                 "input_color": runner.input_color, "flip_test": flip_test},
+        "limit": limit,
+        "seconds": round(time.time() - started, 1),
+        "primary": PRIMARY_ERRORS[benchmark],
+        **results,
+    }
+    if output is not None:
+        path = pathlib.Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _limited(records, limit):
+    return records if limit is None else records[:int(limit)]
+
+
+def _evaluate_aflw2000_3d(runner, folder, limit, options):
+    from fpezoo.data.readers import read_aflw2000_3d
+
+    folder = pathlib.Path(folder) if folder is not None else data_dir() / "aflw2000-3d"
+    fitted = _limited(read_aflw2000_3d(folder, labels="fitted"), limit)
+    reannotated = _limited(read_aflw2000_3d(folder, labels="reannotated"), limit)
+    # Each record's box is the box of its fitted 68 points (the 3DDFA crop).
+    predicted, _ = predict_records(runner, fitted, options["enlarge"], options["batch_size"],
+                                   options["flip_test"], options["scheme"], options["progress"],
+                                   "AFLW2000-3D")
+    predicted = to_scheme(predicted, options["scheme"], "ibug68")
+    yaw = np.array([record.metadata["yaw_deg"] for record in fitted])
+    fitted_points = np.stack([record.keypoints for record in fitted])
+    reannotated_points = np.stack([record.keypoints for record in reannotated])
+    nme_box, failed = failed_as_inf(metrics.nme(predicted, fitted_points, normalization="box_area"), predicted)
+    nme_reannotated, _ = failed_as_inf(
+        metrics.nme(predicted, reannotated_points, normalization="box_area"), predicted)
+    nme_inter_ocular, _ = failed_as_inf(
+        metrics.nme(predicted, fitted_points, normalization="inter_ocular", scheme="ibug68"), predicted)
+    return {
+        "faces": len(fitted),
+        "failed_faces": failed,
+        "nme_box": yaw_binned_statistics(nme_box, yaw),
+        "nme_box_reannotated": yaw_binned_statistics(nme_reannotated, yaw),
+        "nme_inter_ocular": yaw_binned_statistics(nme_inter_ocular, yaw),
+        "region_pixel_error": _region_errors(predicted, fitted_points, None, "ibug68"),
+        "per_face": {"nme_box": nme_box.tolist(), "nme_box_reannotated": nme_reannotated.tolist(),
+                     "nme_inter_ocular": nme_inter_ocular.tolist(), "yaw_deg": yaw.tolist()},
+    }
+
+
+def _region_errors(predicted, target, visibility, scheme, scale=None):
+    """TAO's region pixel errors; faces the model failed on are left out of them."""
+    finite = np.isfinite(predicted).all(axis=(1, 2))
+    if not finite.any():
+        return None
+    return metrics.region_pixel_error(
+        predicted[finite], target[finite], None if visibility is None else visibility[finite],
+        scheme=scheme, regions=metrics.tao_regions(scheme),
+        scale=None if scale is None else np.broadcast_to(scale, finite.shape)[finite],
+    )
+
+
+def _evaluate_mtfl(runner, list_file, limit, options):
+    from fpezoo.data.readers import read_mtfl
+
+    list_file = pathlib.Path(list_file) if list_file is not None else data_dir() / "mtfl" / "test.txt"
+    records = _limited(read_mtfl(list_file), limit)
+    # The records have no box: the loose 80x80 crops are taken whole.
+    predicted, _ = predict_records(runner, records, options["enlarge"], options["batch_size"],
+                                   options["flip_test"], options["scheme"], options["progress"], "MTFL")
+    predicted = to_scheme(predicted, options["scheme"], "five_point")
+    target = np.stack([record.keypoints for record in records])
+    errors, failed = failed_as_inf(
+        metrics.nme(predicted, target, normalization="eye_centres", scheme="five_point"), predicted)
+    return {
+        "faces": len(records),
+        "failed_faces": failed,
+        "nme_eye_centres": summary_statistics(errors),
+        "region_pixel_error": _region_errors(predicted, target, None, "five_point"),
+        "per_face": {"nme_eye_centres": errors.tolist()},
+    }
+
+
+def _evaluate_records(runner, label_file, reader, reader_options, limit, options):
+    from fpezoo.data import readers
+    from fpezoo.training import READERS
+
+    if reader not in READERS or label_file is None:
+        raise ValueError(
+            f"The 'records' benchmark needs `reader` (one of {sorted(READERS)}) and `data` (the "
+            f"label file or folder). Received: reader={reader!r}, data={label_file!r}"
+        )
+    records = _limited(getattr(readers, READERS[reader])(label_file, **reader_options), limit)
+    names = {record.scheme for record in records}
+    if len(names) != 1:
+        raise ValueError(f"The label file mixes keypoint schemes. Received: schemes={sorted(names)}")
+    label_scheme = names.pop()
+    predicted, _ = predict_records(runner, records, options["enlarge"], options["batch_size"],
+                                   options["flip_test"], options["scheme"], options["progress"],
+                                   str(label_file))
+    predicted = to_scheme(predicted, options["scheme"], label_scheme)
+    target = np.stack([record.keypoints for record in records])
+    visibility = np.stack([record.visibility for record in records])
+    resolved = schemes.get_scheme(label_scheme)
+    normalization = ("inter_ocular" if resolved.outer_eye_corners is not None
+                     else "eye_centres" if resolved.eye_centres is not None else "box_area")
+    errors = metrics.nme(predicted, target, visibility, normalization=normalization, scheme=label_scheme)
+    errors, failed = failed_as_inf(errors, predicted)
+    undefined = int(np.isnan(errors).sum())
+    if undefined:
+        raise ValueError(
+            f"{undefined} faces have no visible point or an undefined {normalization} distance, so "
+            f"their NME is undefined. Received: data={str(label_file)!r}"
+        )
+    return {
+        "faces": len(records),
+        "failed_faces": failed,
+        "normalization": normalization,
+        "nme": summary_statistics(errors),
+        "region_pixel_error": _region_errors(predicted, target, visibility, label_scheme),
+        "per_face": {"nme": errors.tolist()},
+    }
+
+
+# --------------------------------------------------------------------------- reporting
+def format_table(results):
+    """A plain-text table of the headline numbers of one result dict."""
+    lines = [f"{results['benchmark']}: {results['model']} ({results['faces']} faces, "
+             f"{results['failed_faces']} failed, {results['seconds']} s)"]
+    for key in ("nme_box", "nme_box_reannotated", "nme_inter_ocular", "nme_eye_centres", "nme"):
+        if key not in results:
+            continue
+        entry = results[key]
+        bins = entry.get("bins")
+        binned = "  ".join(f"{label}: {100 * value['mean']:.2f}" for label, value in bins.items()) if bins else ""
+        headline = entry.get("mean") if not bins else entry["mean"]
+        lines.append(
+            f"  {key:<22} mean {100 * headline:6.2f} %  {binned}  "
+            f"AUC@{entry['threshold']}: {entry['auc']:.3f}  failures: {100 * entry['failure_rate']:.2f} %"
+        )
+    regions = results.get("region_pixel_error")
+    if regions:
+        lines.append("  region pixel error (px): " + "  ".join(
+            f"{name}: {value:.2f}" for name, value in regions.items()))
+    return "\n".join(lines)
+
+
+def plot_ced(result_files, output, threshold=None, labels=None):
+    """Plots the cumulative error distributions of result files on one figure.
+
+    Args:
+        result_files: JSON files written by :func:`evaluate`.
+        output: the PNG path.
+        threshold: largest error on the x axis (default: the files' failure threshold).
+        labels: legend labels (default: the model names).
+
+    Returns:
+        The output path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    if not result_files:
+        raise ValueError("plot_ced needs at least one result file. Received: result_files=[]")
+    loaded = []
+    for path in result_files:
+        results = json.loads(pathlib.Path(path).read_text())
+        if "per_face" not in results or results.get("primary") not in results["per_face"]:
+            raise ValueError(f"{path} is not a result file of fpezoo evaluate. Received: path={str(path)!r}")
+        loaded.append(results)
+    benchmarks = {results["benchmark"] for results in loaded}
+    if len(benchmarks) != 1:
+        raise ValueError(f"CED curves compare one benchmark. Received: benchmarks={sorted(benchmarks)}")
+    figure, axes = pyplot.subplots(figsize=(6, 4.5), dpi=120)
+    for index, results in enumerate(loaded):
+        errors = np.asarray(results["per_face"][results["primary"]], dtype="float64")
+        limit = threshold or results[results["primary"]]["threshold"]
+        x, fraction = metrics.ced_curve(errors, limit)
+        label = labels[index] if labels else pathlib.Path(results["model"]).name
+        axes.plot(100 * x, 100 * fraction,
+                  label=f"{label} (mean {100 * results[results['primary']]['mean']:.2f} %)")
+    axes.set_xlabel(f"NME ({loaded[0]['primary']}, %)")
+    axes.set_ylabel("faces (%)")
+    axes.set_title(f"CED on {benchmarks.pop()}")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(output)
+    pyplot.close(figure)
+    return output
+
+
+# --------------------------------------------------------------------------- CLI
+def configure_parser(parser):
+    """Options of ``fpezoo evaluate``."""
+    parser.add_argument("model", nargs="?",
+                        help="registered weights name, .keras file or .onnx file")
+    parser.add_argument("--benchmark", default="aflw2000-3d", choices=BENCHMARKS)
+    parser.add_argument("--data", help="benchmark folder / list / label file (default: ../shared/data)")
+    parser.add_argument("--reader", help="reader for --benchmark records (e.g. tao_json)")
+    parser.add_argument("--enlarge", type=float, help="crop side over the face box's longer side")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--limit", type=int, help="only the first N faces (quick check)")
+    parser.add_argument("--flip-test", action="store_true", help="average with mirrored crops")
+    parser.add_argument("--scheme", help="the model's keypoint scheme (default: by keypoint count)")
+    parser.add_argument("--out", help="result JSON (or the PNG with --ced)")
+    parser.add_argument("--ced", nargs="+", metavar="RESULT_JSON",
+                        help="plot the CED of these result files to --out instead of evaluating")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args):
+    """``fpezoo evaluate``: score a model, or plot CED curves with ``--ced``."""
+    if args.ced:
+        if not args.out:
+            print("error: --ced needs --out ced.png", file=sys.stderr)
+            return 2
+        print(plot_ced(args.ced, args.out))
+        return 0
+    if not args.model:
+        print("error: give a model (registered name, .keras or .onnx) or --ced files", file=sys.stderr)
+        return 2
+    results = evaluate(
+        args.model, args.benchmark, data=args.data, enlarge=args.enlarge, batch_size=args.batch_size,
+        limit=args.limit, output=args.out, flip_test=args.flip_test, scheme=args.scheme,
+        reader=args.reader, progress=not args.no_progress,
+    )
+    print(format_table(results))
+    if args.out:
+        print(f"saved {args.out}")
+    return 0

@@ -1,0 +1,231 @@
+"""fpezoo.evaluate: the benchmark protocols checked on hand-made cases.
+
+The synthetic benchmarks below are written in the real formats (AFLW2000-3D's
+``landmarks.npz`` + images, an MTFL list) and scored with models whose output
+is known: constant keypoints in crop pixels. Faces are translated copies of one
+template (the crop transform depends on the box size in a half-pixel term, so
+all faces share one size), so the protocol's crop maps every face's ground
+truth to the same crop points, and the expected NMEs follow by hand.
+"""
+
+import json
+import math
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+from fpezoo import evaluation
+from fpezoo.models.common import LandmarkModel
+
+INPUT_SIZE = 80
+
+
+@keras.saving.register_keras_serializable(package="fpezoo_tests")
+class ConstantKeypoints(keras.layers.Layer):
+    """Outputs fixed keypoints (crop pixels); NaN for an all-black crop (a model failure)."""
+
+    def __init__(self, points, **kwargs):
+        super().__init__(**kwargs)
+        self.points = np.asarray(points, dtype="float32").tolist()
+
+    def call(self, images):
+        brightness = keras.ops.mean(images, axis=(1, 2, 3))
+        nan_if_black = keras.ops.sqrt(brightness - 1.0) * 0.0  # NaN where the mean is below 1
+        points = keras.ops.convert_to_tensor(np.asarray(self.points, dtype="float32"))
+        keypoints = points[None] + nan_if_black[:, None, None]
+        confidence = keras.ops.ones_like(keypoints[..., 0])
+        return keypoints, confidence
+
+    def get_config(self):
+        return {**super().get_config(), "points": self.points}
+
+
+def constant_model(points):
+    images = keras.Input((INPUT_SIZE, INPUT_SIZE, 1))
+    keypoints, confidence = ConstantKeypoints(points)(images)
+    return LandmarkModel(images, [keypoints, confidence])
+
+
+SCALE = 1.25
+
+
+def _template():
+    """68 points whose box is 60 x 50 times SCALE, outer eye corners 40 x SCALE apart."""
+    rng = np.random.default_rng(3)
+    points = rng.uniform([0, 0], [60, 50], (68, 2))
+    points[[0, 1]] = [[0, 0], [60, 50]]  # fix the box
+    points[36], points[45] = [10, 20], [50, 20]
+    return points * SCALE
+
+
+def write_aflw2000_3d(folder, yaws, black_face=None):
+    """A benchmark folder in AFLW2000-3D's format; returns the fitted 68 points."""
+    rng = np.random.default_rng(0)
+    template = _template()
+    (folder / "images").mkdir(parents=True)
+    names, fitted = [], []
+    for index, _ in enumerate(yaws):
+        points = template + rng.uniform(-10, 200 - 60 * SCALE + 10, 2)  # some partly outside
+        names.append(f"image{index:05d}.jpg")
+        value = 0 if index == black_face else 128
+        cv2.imwrite(str(folder / "images" / names[-1]), np.full((200, 200, 3), value, np.uint8))
+        fitted.append(np.concatenate([points, np.zeros((68, 1))], axis=1))
+    fitted = np.array(fitted)
+    np.savez(folder / "landmarks.npz", names=np.array(names), pts68_fitted=fitted,
+             pts68_reannotated=fitted[..., :2], pts21=np.full((len(yaws), 21, 2), -1.0),
+             yaw_deg=np.array(yaws, dtype="float64"))
+    return fitted[..., :2]
+
+
+def crop_points(enlarge=evaluation.DEFAULT_ENLARGE):
+    """Where the protocol's crop puts the template (the same for every face)."""
+    from fpezoo.data.pipeline import crop_transform, transform_points
+    from fpezoo.data.records import landmark_box
+
+    template = _template()
+    return transform_points(template, crop_transform(landmark_box(template), (INPUT_SIZE,) * 2, enlarge))
+
+
+YAWS = [5.0, -20.0, 45.0, -50.0, 70.0, -85.0]
+
+
+def test_aflw2000_3d_perfect_predictions_score_zero(tmp_path):
+    write_aflw2000_3d(tmp_path / "aflw", YAWS)
+    results = evaluation.evaluate(constant_model(crop_points()), "aflw2000-3d", data=tmp_path / "aflw",
+                                  progress=False)
+    assert results["faces"] == 6 and results["failed_faces"] == 0
+    for key in ("nme_box", "nme_box_reannotated", "nme_inter_ocular"):
+        assert results[key]["mean"] == pytest.approx(0.0, abs=1e-6)
+        assert results[key]["auc"] == pytest.approx(1.0, abs=1e-5)
+        assert results[key]["failure_rate"] == 0.0
+    assert [b["count"] for b in results["nme_box"]["bins"].values()] == [2, 2, 2]
+    assert results["region_pixel_error"]["all"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_aflw2000_3d_known_shift_gives_the_hand_computed_nme(tmp_path):
+    write_aflw2000_3d(tmp_path / "aflw", YAWS)
+    shift = 2.0  # crop pixels, along x
+    model = constant_model(crop_points() + [shift, 0.0])
+    results = evaluation.evaluate(model, "aflw2000-3d", data=tmp_path / "aflw", progress=False,
+                                  output=tmp_path / "result.json")
+    # One crop pixel is enlarge * 60 * SCALE / 80 image pixels; the box is 60 x 50 times SCALE.
+    image_shift = shift * evaluation.DEFAULT_ENLARGE * 60 * SCALE / INPUT_SIZE
+    expected_box = image_shift / math.sqrt(60 * 50 * SCALE**2)
+    expected_inter_ocular = image_shift / (40 * SCALE)
+    assert results["nme_box"]["mean"] == pytest.approx(expected_box, rel=1e-5)
+    for label, value in results["nme_box"]["bins"].items():
+        assert value["mean"] == pytest.approx(expected_box, rel=1e-5), label
+    assert results["nme_inter_ocular"]["mean"] == pytest.approx(expected_inter_ocular, rel=1e-5)
+    saved = json.loads((tmp_path / "result.json").read_text())
+    np.testing.assert_allclose(saved["per_face"]["nme_box"], expected_box, rtol=1e-5)
+    assert saved["primary"] == "nme_box"
+
+
+def test_a_face_the_model_fails_on_counts_as_a_failure(tmp_path):
+    write_aflw2000_3d(tmp_path / "aflw", YAWS, black_face=2)
+    results = evaluation.evaluate(constant_model(crop_points()), "aflw2000-3d", data=tmp_path / "aflw",
+                                  progress=False)
+    assert results["faces"] == 6 and results["failed_faces"] == 1
+    assert results["nme_box"]["failure_rate"] == pytest.approx(1 / 6)
+    assert results["nme_box"]["auc"] == pytest.approx(5 / 6, abs=1e-5)
+    assert math.isinf(results["nme_box"]["mean"])  # counted, not skipped
+    assert math.isinf(results["per_face"]["nme_box"][2])
+    assert results["nme_box"]["bins"]["0-30"]["mean"] == pytest.approx(0.0, abs=1e-6)
+
+
+def write_mtfl(folder, points):
+    """An MTFL list of 80x80 grey images, every face labelled with ``points``."""
+    folder.mkdir(parents=True)
+    lines = []
+    for index in range(4):
+        cv2.imwrite(str(folder / f"face{index}.jpg"), np.full((80, 80, 3), 128, np.uint8))
+        values = " ".join(f"{v:g}" for v in np.concatenate([points[:, 0], points[:, 1]]))
+        lines.append(f"face{index}.jpg {values}")
+    (folder / "test.txt").write_text("\n".join(lines) + "\n")
+    return folder / "test.txt"
+
+
+MTFL_POINTS = np.array([[30.0, 35.0], [50.0, 35.0], [40.0, 45.0], [32.0, 55.0], [48.0, 55.0]])
+
+
+def test_mtfl_nme_by_eye_centres(tmp_path):
+    list_file = write_mtfl(tmp_path / "mtfl", MTFL_POINTS)
+    # Loose crops are taken whole: 80x80 -> 80x80 is the identity.
+    perfect = evaluation.evaluate(constant_model(MTFL_POINTS), "mtfl", data=list_file, progress=False)
+    assert perfect["nme_eye_centres"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    shifted = evaluation.evaluate(constant_model(MTFL_POINTS + [0.0, 3.0]), "mtfl", data=list_file,
+                                  progress=False)
+    assert shifted["faces"] == 4
+    assert shifted["nme_eye_centres"]["mean"] == pytest.approx(3.0 / 20.0, rel=1e-5)
+    assert shifted["nme_eye_centres"]["failure_rate"] == 1.0  # 0.15 > 0.1
+
+
+def test_flip_test_averages_mirrored_predictions(tmp_path):
+    list_file = write_mtfl(tmp_path / "mtfl", MTFL_POINTS)
+    # A constant model predicts the same points on the mirrored crop; flipped back
+    # they mirror about the centre, so the average is x -> (x + 79 - x') / 2.
+    shifted = MTFL_POINTS + [2.0, 0.0]
+    results = evaluation.evaluate(constant_model(shifted), "mtfl", data=list_file, progress=False,
+                                  flip_test=True)
+    mirrored_back = np.stack([79 - shifted[[1, 0, 2, 4, 3], 0], shifted[[1, 0, 2, 4, 3], 1]], axis=1)
+    average = (shifted + mirrored_back) / 2
+    expected = np.linalg.norm(average - MTFL_POINTS, axis=1).mean() / 20.0
+    assert results["nme_eye_centres"]["mean"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_keras_file_cli_and_ced_plot(tmp_path):
+    from fpezoo import cli
+
+    list_file = write_mtfl(tmp_path / "mtfl", MTFL_POINTS)
+    model_path = tmp_path / "constant.keras"
+    constant_model(MTFL_POINTS + [1.0, 0.0]).save(model_path)
+    for name, model in (("a", str(model_path)), ("b", constant_model(MTFL_POINTS))):
+        evaluation.evaluate(model, "mtfl", data=list_file, progress=False, output=tmp_path / f"{name}.json")
+    assert cli.main(["evaluate", str(model_path), "--benchmark", "mtfl", "--data", str(list_file),
+                     "--out", str(tmp_path / "cli.json"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "cli.json").read_text())["nme_eye_centres"]["mean"] == pytest.approx(0.05)
+    assert cli.main(["evaluate", "--ced", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                     "--out", str(tmp_path / "ced.png")]) == 0
+    assert (tmp_path / "ced.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_arguments_are_named(tmp_path):
+    with pytest.raises(ValueError, match="Received: benchmark='300w'"):
+        evaluation.evaluate(constant_model(MTFL_POINTS), "300w")
+    with pytest.raises(ValueError, match="cannot be scored on ibug68.*Received: scheme='five_point'"):
+        write_aflw2000_3d(tmp_path / "aflw", YAWS[:2])
+        evaluation.evaluate(constant_model(MTFL_POINTS), "aflw2000-3d", data=tmp_path / "aflw",
+                            progress=False)
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a result file"):
+        evaluation.plot_ced([tmp_path / "x.json"], tmp_path / "x.png")
+
+
+@pytest.mark.slow
+def test_onnx_model_scores_like_the_keras_model(tmp_path):
+    import tensorflow as tf
+    import tf2onnx
+
+    list_file = write_mtfl(tmp_path / "mtfl", MTFL_POINTS)
+    import fpezoo
+
+    model = fpezoo.FPENet(num_keypoints=5, width=4)
+    spec = (tf.TensorSpec((None, INPUT_SIZE, INPUT_SIZE, 1), tf.float32, name="images"),)
+    tf2onnx.convert.from_keras(model, input_signature=spec, output_path=str(tmp_path / "m.onnx"))
+    keras_results = evaluation.evaluate(model, "mtfl", data=list_file, progress=False)
+    onnx_results = evaluation.evaluate(tmp_path / "m.onnx", "mtfl", data=list_file, progress=False)
+    np.testing.assert_allclose(onnx_results["per_face"]["nme_eye_centres"],
+                               keras_results["per_face"]["nme_eye_centres"], rtol=1e-4)
+
+
+@pytest.mark.data
+def test_aflw2000_3d_real_data_path(shared_data):
+    import fpezoo
+
+    results = evaluation.evaluate(fpezoo.FPENet(num_keypoints=68, width=4), "aflw2000-3d",
+                                  data=shared_data / "aflw2000-3d", limit=24, progress=False)
+    assert results["faces"] == 24 and results["limit"] == 24
+    assert sum(b["count"] for b in results["nme_box"]["bins"].values()) == 24
+    assert np.isfinite(results["nme_box"]["mean"]) and results["nme_box"]["mean"] > 0
