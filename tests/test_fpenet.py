@@ -129,3 +129,16 @@ def test_keras_round_trip(tmp_path):
 def test_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FPENet(**{"width": 4, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "batch, message",
+    [(np.zeros((80, 80, 1), "float32"), r"add a batch axis.*Received: inputs.shape=\(\d+, 80, 1\)"),
+     (np.zeros((1, 80, 80, 3), "float32"), r"1 channel.*Received: inputs.shape=\(1, 80, 80, 3\)")],
+)
+def test_call_with_wrong_rank_or_channels(batch, message):
+    model = FPENet(width=4)
+    with pytest.raises(ValueError, match=message):
+        model(batch)
+    with pytest.raises(ValueError, match=message):
+        model.predict(batch, verbose=0)

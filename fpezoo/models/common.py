@@ -36,11 +36,33 @@ class LandmarkModel(keras.Model):
     (or fixed) and is for the user, as in TAO's FPENet.
     """
 
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        _check_image_batch(self.inputs, inputs)
+        return super().call(inputs, training=training, mask=mask, **kwargs)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         return super().compute_loss(x, y, _keypoints_output(y_pred), sample_weight, training)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, _keypoints_output(y_pred), sample_weight)
+
+
+def _check_image_batch(model_inputs, inputs):
+    """Clear errors for an image batch of the wrong rank or channel count."""
+    if len(model_inputs) != 1 or not hasattr(inputs, "shape"):
+        return
+    expected = tuple(model_inputs[0].shape)
+    received = tuple(inputs.shape)
+    if len(received) != len(expected):
+        raise ValueError(
+            f"This model takes a batch of images of shape {expected} (batch first; add a batch "
+            f"axis for a single image). Received: inputs.shape={received}"
+        )
+    if expected[-1] is not None and received[-1] is not None and received[-1] != expected[-1]:
+        raise ValueError(
+            f"This model takes images with {expected[-1]} channel(s), shape {expected}. "
+            f"Received: inputs.shape={received}"
+        )
 
 
 def _keypoints_output(y_pred):
