@@ -264,6 +264,9 @@ class RegressionDecoder(keras.layers.Layer):
     * ``"indices"``: labels were pixel-centre coordinates divided by the size:
       ``x = v * W``.
 
+    The OpenVINO landmarks-regression-retail-0009 model fits ``"centres"`` best
+    (measured in ``fpezoo.models.retail``, which sets it).
+
     Args:
         output_size: ``(height, width)`` of the image the values refer to.
         convention: ``"corners"``, ``"centres"`` or ``"indices"``.
