@@ -94,6 +94,13 @@ def FPENet(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, 
 
     Raises:
         ValueError: for a bad argument (the message ends with ``Received: ...``).
+
+    Example::
+
+        model = FPENet(num_keypoints=80)                 # TAO base: 576,144 parameters
+        keypoints, confidence = model(crops)             # crops: (N, 80, 80, 1), 0-255
+        light = FPENet(width=16, heatmap_size=40, include_preprocessing=True)
+        keypoints, _ = light(rgb_faces)                  # any size; keypoints in its pixels
     """
     validate_num_keypoints(num_keypoints)
     validate_weights_argument(weights)
