@@ -44,6 +44,14 @@ MODELS = {
     "fpenet w32 hm40": ("FPENet", {"num_keypoints": 68, "width": 32, "heatmap_size": 40}),
     "fpenet w16 hm80": ("FPENet", {"num_keypoints": 68, "width": 16}),
     "fpenet w16 hm40": ("FPENet", {"num_keypoints": 68, "width": 16, "heatmap_size": 40}),
+    "retail5 (OMZ retail-0009)": ("RetailLandmarks5", {}),
+    "fan 4x256 in256 (FAN-4)": ("FAN", {"num_stacks": 4}),
+    "fan 1x256 in256": ("FAN", {"num_stacks": 1}),
+    "fan 1x128 in128": ("FAN", {"num_stacks": 1, "width": 128, "input_size": 128}),
+    "fan 1x64 in128 (lite)": ("FAN", {"num_stacks": 1, "width": 64, "input_size": 128}),
+    "fan3d 4x256 + resnet152": ("FAN", {"num_stacks": 4, "dimensions": 3}),
+    "fan3d 1x64 in128 + r50 w32": ("FAN", {"num_stacks": 1, "width": 64, "input_size": 128, "dimensions": 3, "depth_blocks": (3, 4, 6, 3), "depth_width": 32}),
+    "fan3d 1x64 in128 + lite": ("FAN", {"num_stacks": 1, "width": 64, "input_size": 128, "dimensions": 3, "depth_blocks": (1, 1, 1, 1), "depth_width": 16}),
 }
 
 

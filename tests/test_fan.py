@@ -193,15 +193,15 @@ def _aflw_faces(folder, count):
 
 @pytest.mark.slow
 def test_heatmap_fine_tuning_on_aflw_lowers_the_loss(shared_data):
-    images, labels = _aflw_faces(shared_data / "aflw-crops", 256)
-    assert images.shape == (256, 120, 120, 3) and labels[..., 2].sum(axis=1).min() > 0
+    images, labels = _aflw_faces(shared_data / "aflw-crops", 64)
+    assert images.shape == (64, 120, 120, 3) and labels[..., 2].sum(axis=1).min() > 0
     keras.utils.set_random_seed(0)
-    model = FAN(num_stacks=1, width=32, input_size=128, include_preprocessing=True,
+    model = FAN(num_stacks=1, width=16, input_size=128, include_preprocessing=True,
                 input_shape=(120, 120, 3))
     trainer = heatmap_training_model(model)
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-3),
-                    loss=[AdaptiveWingLoss(input_size=(120, 120))])
+    trainer.compile(optimizer=keras.optimizers.Adam(2e-3),
+                    loss=[AdaptiveWingLoss(input_size=(120, 120))], jit_compile=False)
     before = trainer.evaluate(images, [labels], verbose=0)
-    trainer.fit(images, [labels], batch_size=32, epochs=3, verbose=0)
+    trainer.fit(images, [labels], batch_size=16, epochs=2, verbose=0)
     after = trainer.evaluate(images, [labels], verbose=0)
-    assert after < 0.7 * before, (before, after)
+    assert after < 0.5 * before, (before, after)
