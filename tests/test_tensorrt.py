@@ -61,26 +61,6 @@ def test_problems_are_found():
         tensorrt.check_onnx_for_tensorrt(unsupported)
 
 
-def test_sign_bit_fold_matches_the_bit_test():
-    """The rewrite of BitwiseAnd(Bitcast(x), INT32_MIN) gives the same int32 values."""
-    import onnxruntime as ort
-
-    minimum = numpy_helper.from_array(np.array(np.iinfo(np.int32).min, np.int32), "mask")
-    graph = helper.make_graph(
-        [helper.make_node("Bitcast", ["x"], ["bits"], type=TensorProto.INT32),
-         helper.make_node("BitwiseAnd", ["bits", "mask"], ["y"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [7])],
-        [helper.make_tensor_value_info("y", TensorProto.INT32, [7])], [minimum])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
-    convert_module._fold_sign_bit_tests(model)
-    assert {node.op_type for node in model.graph.node} == {"Less", "Reciprocal", "Or", "Where"}
-    onnx.checker.check_model(model, full_check=True)
-    x = np.array([-2.0, -0.0, 0.0, 3.5, -np.inf, np.inf, -1e-40], np.float32)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    expected = x.view(np.int32) & np.iinfo(np.int32).min
-    np.testing.assert_array_equal(session.run(None, {"x": x})[0], expected)
-
-
 def test_batch_range_and_trtexec_command():
     assert tensorrt.batch_range(4, 64) == (4, 4, 4)
     assert tensorrt.batch_range(None, 64) == (1, 8, 64)

@@ -375,7 +375,6 @@ def export_onnx(model, spec, path, opset=DEFAULT_OPSET):
             model.export(raw_path, format="onnx", input_signature=[spec], opset_version=opset,
                          verbose=False)
         onnx_model = onnx.load(raw_path)
-    _fold_sign_bit_tests(onnx_model)
     _name_onnx_outputs(onnx_model)
     _name_dynamic_axes(onnx_model)
     onnx_model.producer_name = "fpezoo"
@@ -391,68 +390,6 @@ def export_onnx(model, spec, path, opset=DEFAULT_OPSET):
 def onnx_opset(onnx_model):
     """The default-domain opset of an ONNX model."""
     return max(entry.version for entry in onnx_model.opset_import if entry.domain in ("", "ai.onnx"))
-
-
-def _fold_sign_bit_tests(onnx_model):
-    """Rewrites float sign-bit tests into operators ONNX and TensorRT support.
-
-    Keras's TensorFlow ``ops.argmax`` on floats (used by
-    :class:`fpezoo.layers.HeatmapArgmax`) tests the sign bit of ``-0.0`` as
-    ``BitwiseAnd(Bitcast(x, int32), INT32_MIN)``; tf2onnx cannot convert
-    ``Bitcast`` and TensorRT has neither operator. The pair becomes
-    ``Where(x < 0 or 1 / x < 0, INT32_MIN, 0)``: the same int32 values for every
-    non-NaN ``x`` (``1 / -0.0 = -inf`` catches negative zero), in supported
-    operators (``Less``, ``Reciprocal``, ``Or``, ``Where``).
-    """
-    import onnx
-    from onnx import helper, numpy_helper
-
-    graph = onnx_model.graph
-    all_nodes = list(graph.node)  # one wrapper per node, so id() identifies nodes below
-    producers = {output: node for node in all_nodes for output in node.output}
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in all_nodes:
-        if node.op_type == "Constant":
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    replaced, removed = {}, set()
-    for node in all_nodes:
-        if node.op_type != "BitwiseAnd" or node.domain not in ("", "ai.onnx"):
-            continue
-        bitcast = next((producers.get(name) for name in node.input
-                        if producers.get(name) is not None and producers[name].op_type == "Bitcast"), None)
-        mask = next((constants[name] for name in node.input if name in constants), None)
-        if bitcast is None or mask is None or int(np.asarray(mask).ravel()[0]) != np.iinfo(np.int32).min:
-            continue
-        x, prefix = bitcast.input[0], node.name or node.output[0]
-        names = {key: f"{prefix}/sign_bit_{key}" for key in
-                 ("zero", "int_min", "int_zero", "negative", "reciprocal", "reciprocal_negative", "sign")}
-        graph.initializer.extend([
-            numpy_helper.from_array(np.array(0.0, np.float32), names["zero"]),
-            numpy_helper.from_array(np.array(np.iinfo(np.int32).min, np.int32), names["int_min"]),
-            numpy_helper.from_array(np.array(0, np.int32), names["int_zero"]),
-        ])
-        replaced[id(node)] = [
-            helper.make_node("Less", [x, names["zero"]], [names["negative"]], name=names["negative"]),
-            helper.make_node("Reciprocal", [x], [names["reciprocal"]], name=names["reciprocal"]),
-            helper.make_node("Less", [names["reciprocal"], names["zero"]],
-                             [names["reciprocal_negative"]], name=names["reciprocal_negative"]),
-            helper.make_node("Or", [names["negative"], names["reciprocal_negative"]],
-                             [names["sign"]], name=names["sign"]),
-            helper.make_node("Where", [names["sign"], names["int_min"], names["int_zero"]],
-                             [node.output[0]], name=prefix),
-        ]
-        removed.add(id(bitcast))
-    if not replaced:
-        return
-    nodes = []
-    for node in all_nodes:
-        if id(node) not in removed:
-            for kept in replaced.get(id(node), [node]):
-                copy = onnx.NodeProto()
-                copy.CopyFrom(kept)
-                nodes.append(copy)
-    del graph.node[:]
-    graph.node.extend(nodes)
 
 
 def _name_onnx_outputs(onnx_model):
