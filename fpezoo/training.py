@@ -77,6 +77,8 @@ DEFAULTS = {
         "sources": [],
         "validation_fraction": 0.05,
         "augment": True,
+        "enlarge": 1.0,
+        "jitter": 0.05,
         "input_shape": None,
         "color": None,
     },
@@ -93,7 +95,7 @@ DEFAULTS = {
     "distribution": {"strategy": "default"},
 }
 TOP_LEVEL_KEYS = tuple(DEFAULTS)
-SOURCE_KEYS = ("reader", "path", "options", "weight", "limit", "drop_off_face_rows")
+SOURCE_KEYS = ("reader", "path", "options", "weight", "limit", "drop_off_face_rows", "box")
 # Reader name -> function of fpezoo.data.readers taking the path first.
 READERS = {
     "pts": "read_pts",
@@ -206,21 +208,32 @@ def _check_source(source):
     weight = source.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
         raise ValueError(f"A source `weight` must be a positive number. Received: weight={weight!r}")
+    box = source.get("box")
+    if box is not None and (not isinstance(box, (list, tuple)) or len(box) != 4
+                            or not box[2] > box[0] or not box[3] > box[1]):
+        raise ValueError(
+            "A source `box` must be [x_min, y_min, x_max, y_max] with x_max > x_min and "
+            f"y_max > y_min. Received: box={box!r}"
+        )
 
 
 # --------------------------------------------------------------------------- data
-def read_source(source, scheme):
-    """Reads one data source and converts its labels to ``scheme``.
+def read_source(source):
+    """Reads the records of one data source.
+
+    Labels stay in the source's scheme; the pipeline converts them to the
+    training scheme (:func:`fpezoo.data.pipeline.stack_labels`).
 
     Args:
-        source: a source dict of the config (``reader``, ``path``, optional
-            ``options`` for the reader, ``limit`` on the number of faces,
-            ``drop_off_face_rows`` to drop labels off the face with
-            :func:`fpezoo.data.readers.find_off_face_rows`).
-        scheme: the training :class:`fpezoo.schemes.KeypointScheme`.
+        source: a source dict of the config: ``reader``, ``path``, optional
+            ``options`` (reader keyword arguments), ``limit`` (first faces
+            only), ``drop_off_face_rows`` (drop labels off the face with
+            :func:`fpezoo.data.readers.find_off_face_rows`) and ``box`` (one
+            face box ``[x_min, y_min, x_max, y_max]`` for every image of the
+            source, e.g. to frame MTFL's looser 80x80 crops like the AFLW ones).
 
     Returns:
-        A list of :class:`fpezoo.data.records.LandmarkRecord` in ``scheme``.
+        A list of :class:`fpezoo.data.records.LandmarkRecord`.
     """
     from fpezoo.data import readers
 
@@ -232,17 +245,9 @@ def read_source(source, scheme):
         records = [record for index, record in enumerate(records) if index not in flagged]
     if source.get("limit") is not None:
         records = records[: int(source["limit"])]
-    return [convert_record(record, scheme) for record in records]
-
-
-def convert_record(record, scheme):
-    """The record with its keypoints in ``scheme`` (unchanged when already there)."""
-    if record.scheme == scheme.name:
-        return record
-    keypoints, visibility = schemes.convert_keypoints(
-        record.keypoints, record.visibility, record.scheme, scheme
-    )
-    return dataclasses.replace(record, keypoints=keypoints, visibility=visibility, scheme=scheme.name)
+    if source.get("box") is not None:
+        records = [dataclasses.replace(record, box=tuple(source["box"])) for record in records]
+    return records
 
 
 def in_validation_split(record, fraction, seed):
@@ -279,9 +284,16 @@ def build_datasets(config, scheme, input_shape, color):
             "Received: data.sources=[]"
         )
     fraction, seed = data["validation_fraction"], config["seed"]
+    augment = data["augment"]
+    if isinstance(augment, dict):
+        from fpezoo.data.augment import FaceAugmenter
+
+        augment = FaceAugmenter(**augment)
+    crop = {"input_shape": input_shape, "color": color, "scheme": scheme.name,
+            "enlarge": data["enlarge"]}
     train_sets, weights, validation_records, source_counts = [], [], [], []
-    for source in data["sources"]:
-        records = read_source(source, scheme)
+    for index, source in enumerate(data["sources"]):
+        records = read_source(source)
         train = [r for r in records if not in_validation_split(r, fraction, seed)]
         validation = [r for r in records if in_validation_split(r, fraction, seed)]
         if not train:
@@ -292,18 +304,17 @@ def build_datasets(config, scheme, input_shape, color):
         source_counts.append({"path": str(source["path"]), "reader": source["reader"],
                               "train": len(train), "validation": len(validation)})
         train_sets.append(pipeline.make_dataset(
-            train, input_shape=input_shape, color=color, augment=data["augment"],
-            batch_size=None, shuffle=True, scheme=scheme.name, seed=seed,
-        ).repeat())
+            train, augment=augment or None, jitter=data["jitter"], batch_size=None,
+            shuffle=True, repeat=True, seed=seed + index, **crop,
+        ))
         weights.append(float(source.get("weight", 1.0)))
         validation_records.extend(validation)
-    train_dataset = pipeline.mix_sources(train_sets, weights, seed=seed)
-    train_dataset = train_dataset.batch(config["batch_size"], drop_remainder=True).prefetch(2)
+    train_dataset = pipeline.mix_sources(train_sets, weights, batch_size=config["batch_size"],
+                                         seed=seed)
     validation_dataset = None
     if validation_records:
         validation_dataset = pipeline.make_dataset(
-            validation_records, input_shape=input_shape, color=color, augment=False,
-            batch_size=config["batch_size"], shuffle=False, scheme=scheme.name,
+            validation_records, augment=None, batch_size=config["batch_size"], shuffle=False, **crop,
         )
     counts = {
         "train": sum(count["train"] for count in source_counts),

@@ -98,16 +98,26 @@ def test_validation_split_is_by_image_and_has_the_requested_size():
     assert not any(training.in_validation_split(r, 0.0, seed=0) for r in records[:50])
 
 
-def test_convert_record_masks_points_the_source_lacks():
-    from fpezoo import schemes
+def test_source_box_must_be_a_box():
+    source = {"reader": "mtfl", "path": "train.txt", "box": [10, 10, 5, 20]}
+    with pytest.raises(ValueError, match=r"Received: box=\[10, 10, 5, 20\]"):
+        training.resolve_config({"output_dir": "x", "data": {"sources": [source]}})
 
-    converted = training.convert_record(_record("a.jpg"), schemes.get_scheme("ibug68"))
-    assert converted.scheme == "ibug68" and converted.keypoints.shape == (68, 2)
-    # AFLW's outer eye corners (6, 11) and nose tip (14) are iBUG 36, 45 and 30.
-    assert np.flatnonzero(converted.visibility).tolist() == [30, 36, 45]
-    np.testing.assert_allclose(converted.keypoints[[36, 45, 30]], [[30, 40], [80, 40], [55, 70]])
-    same = training.convert_record(converted, schemes.get_scheme("ibug68"))
-    assert same is converted
+
+@pytest.mark.data
+def test_read_source_filters_limits_and_frames(shared_data):
+    source = {"reader": "mtfl", "path": str(shared_data / "mtfl" / "train.txt"),
+              "drop_off_face_rows": True, "box": [14.6, 18.3, 66.0, 69.6]}
+    from fpezoo.data import readers
+
+    records = training.read_source(source)
+    everything = readers.read_mtfl(shared_data / "mtfl" / "train.txt")
+    flagged = readers.find_off_face_rows(everything).all
+    assert len(flagged) > 0 and len(records) == len(everything) - len(flagged)
+    kept = {str(record.image) for record in records}
+    assert not kept & {str(everything[i].image) for i in flagged}
+    assert all(record.box == (14.6, 18.3, 66.0, 69.6) for record in records)
+    assert len(training.read_source({**source, "limit": 7})) == 7
 
 
 # --------------------------------------------------------------------------- training runs
@@ -135,6 +145,7 @@ def _tiny_config(output_dir, epochs=4):
     }
 
 
+@pytest.mark.slow
 def test_train_learns_and_writes_the_run_files(tmp_path):
     import tensorflow as tf
 
@@ -211,3 +222,34 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     losses = [float(row["loss"]) for row in training.read_history(tmp_path)]
     assert best["value"] == pytest.approx(min(losses), rel=1e-5)
     assert math.isfinite(best["value"])
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_train_command_on_real_mixed_sources(shared_data, tmp_path):
+    """``fpezoo train`` on AFLW human 21 points + teacher 68 points + MTFL 5 points."""
+    from fpezoo import cli
+
+    crops, mtfl = str(shared_data / "aflw-crops"), str(shared_data / "mtfl" / "train.txt")
+    config = {
+        "model": {"builder": "FPENet", "config": {"num_keypoints": 68, "width": 4}},
+        "data": {"sources": [
+            {"reader": "aflw_crops", "path": crops, "limit": 200, "weight": 1.0},
+            {"reader": "aflw_crops", "path": crops, "limit": 200, "weight": 1.0,
+             "options": {"teacher": True, "max_flip_disagreement": 0.05}},
+            {"reader": "mtfl", "path": mtfl, "limit": 200, "weight": 0.5, "drop_off_face_rows": True},
+        ], "validation_fraction": 0.1},
+        "epochs": 2, "batch_size": 8, "steps_per_epoch": 3, "validation_steps": 2,
+        "output_dir": str(tmp_path / "run"), "verbose": 0,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert cli.main(["train", str(path)]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["scheme"] == "ibug68" and summary["optimizer_iterations"] == 6
+    faces = summary["faces"]
+    assert [source["train"] + source["validation"] for source in faces["sources"]] == [200, 200, 200]
+    assert 0 < faces["validation"] < 120
+    history = training.read_history(tmp_path / "run")
+    assert all(math.isfinite(float(row["val_loss"])) for row in history)
+    assert (tmp_path / "run" / "best.weights.h5").is_file()
