@@ -1,11 +1,11 @@
 """Tests for FAN (face-alignment's stacked hourglasses, 2D and 3D)."""
 
-import cv2
 import keras
 import numpy as np
 import pytest
 
 from fpezoo.coordinates import rescale_points
+from fpezoo.data.readers import read_aflw_crops
 from fpezoo.layers import HeatmapArgmax
 from fpezoo.losses import AdaptiveWingLoss
 from fpezoo.models.common import KEYPOINT_HEAD
@@ -181,11 +181,10 @@ def test_heatmap_training_model_needs_a_fan():
 
 def _aflw_faces(folder, count):
     """The first ``count`` AFLW crops (120x120 RGB) with their 21 points as iBUG-68 labels."""
-    data = np.load(folder / "landmarks.npz")
-    names = data["names"][:count]
-    images = np.array([cv2.imread(str(folder / "images" / name))[:, :, ::-1] for name in names],
-                      "float32")
-    points, visible = convert_keypoints(data["pts21_crop"][:count], data["visible"][:count],
+    records = read_aflw_crops(folder)[:count]
+    images = np.array([record.load_image("rgb") for record in records], "float32")
+    points, visible = convert_keypoints(np.stack([r.keypoints for r in records]),
+                                        np.stack([r.visibility for r in records]),
                                         "aflw21", "ibug68")
     labels = np.concatenate([np.nan_to_num(points), visible[..., None]], axis=-1)
     return images, labels.astype("float32")

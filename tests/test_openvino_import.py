@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fpezoo.coordinates import rescale_points
+from fpezoo.data.readers import read_mtfl
 from fpezoo.metrics import nme
 from fpezoo.models.retail import (
     RetailLandmarks5,
@@ -31,18 +32,9 @@ def ir_xml(shared_data):
 
 def _mtfl_test_crops(folder, count=None):
     """MTFL test faces: BGR 80x80 crops and (N, 5, 2) 0-based labels."""
-    images, points = [], []
-    with open(folder / "test.txt", encoding="utf-8") as file:
-        for line in file:
-            fields = line.split()
-            if not fields:
-                continue
-            values = np.array(fields[1:], dtype="float64")
-            images.append(cv2.imread(str(folder / fields[0].replace("\\", "/"))))
-            points.append(np.stack([values[:5], values[5:]], axis=-1))
-            if count is not None and len(images) == count:
-                break
-    return np.array(images), np.array(points)
+    records = read_mtfl(folder / "test.txt")[:count]
+    images = np.array([record.load_image("bgr") for record in records])
+    return images, np.array([record.keypoints for record in records], "float64")
 
 
 def _to_48(images):

@@ -3,12 +3,12 @@
 import importlib.util
 import pathlib
 
-import cv2
 import keras
 import numpy as np
 import pytest
 
 from fpezoo.coordinates import rescale_points
+from fpezoo.data.readers import find_off_face_rows, read_mtfl
 from fpezoo.losses import L1Loss
 from fpezoo.models.common import KEYPOINT_HEAD
 from fpezoo.models.retail import RetailLandmarks5, UnitConfidence
@@ -129,23 +129,13 @@ def test_bad_arguments_are_named(kwargs, message):
 
 
 def _mtfl_train_faces(folder, count):
-    """The first ``count`` MTFL train faces whose points lie inside the 80x80 crop."""
-    images, labels = [], []
-    with open(folder / "train.txt", encoding="utf-8") as file:
-        for line in file:
-            fields = line.split()
-            values = np.array(fields[1:], dtype="float32")
-            points = np.stack([values[:5], values[5:]], axis=-1)
-            image = cv2.imread(str(folder / fields[0].replace("\\", "/")))
-            if image is None or image.shape != (80, 80, 3):
-                continue
-            if points.min() < 0 or points.max() > 79:
-                continue
-            images.append(image[:, :, ::-1])
-            labels.append(np.concatenate([points, np.ones((5, 1), "float32")], axis=-1))
-            if len(images) == count:
-                break
-    return np.array(images, "float32"), np.array(labels, "float32")
+    """RGB 80x80 crops and (N, 5, 3) labels of the first MTFL train faces, off-face rows dropped."""
+    records = read_mtfl(folder / "train.txt")[: count + count // 2]
+    off_face = set(find_off_face_rows(records).all.tolist())
+    kept = [record for index, record in enumerate(records) if index not in off_face][:count]
+    images = np.array([record.load_image("rgb") for record in kept], "float32")
+    labels = np.array([np.concatenate([r.keypoints, r.visibility[:, None]], axis=-1) for r in kept])
+    return images, labels.astype("float32")
 
 
 @pytest.mark.slow
