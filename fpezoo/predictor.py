@@ -22,7 +22,9 @@ confidence drops (or every ``redetect_interval`` frames).
 """
 
 import dataclasses
+import importlib
 import math
+import pathlib
 from typing import Optional
 
 import numpy as np
@@ -42,6 +44,12 @@ from fpezoo.imageio import load_image
 # crops, IQR 1.42-1.53; the MTFL crops are looser, 2.21). Measured by
 # ``python benchmarks/detection.py --crop-statistics``.
 DEFAULT_ENLARGE = 1.46
+# Modules whose Keras objects (layers, losses, metrics, schedules, models) a
+# saved ``.keras`` model may name.
+SERIALIZABLE_MODULES = (
+    "fpezoo.layers", "fpezoo.losses", "fpezoo.metrics", "fpezoo.schedules", "fpezoo.models.common",
+    "fpezoo.models.fpenet", "fpezoo.models.retail", "fpezoo.models.fan",
+)
 # Side of the image region cut around a box before cropping, in multiples of
 # the box's longest side: covers any crop of enlargement up to this value, so
 # a 20000x20000 photo is never warped (or copied) whole.
@@ -403,6 +411,10 @@ def _resolve_model(model):
         info = {"scheme": entry.get("scheme"), **entry.get("crop", {})}
         return build_registered(model), info
     if isinstance(model, str):
+        if not pathlib.Path(model).is_file():
+            raise FileNotFoundError(f"Model file not found. Received: model={model!r}")
+        for module in SERIALIZABLE_MODULES:  # registers fpezoo's layers, losses...
+            importlib.import_module(module)
         return keras.saving.load_model(model), {}
     if callable(model):
         built = model()

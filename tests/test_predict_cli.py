@@ -6,6 +6,7 @@ pixel), saved as a ``.keras`` file, so the outputs can be checked exactly.
 
 import csv
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -154,3 +155,26 @@ def test_demo_without_registered_weights_says_so(tmp_path, monkeypatch, capsys):
     assert main(["demo", "-o", str(tmp_path / "demo.png")]) == 2
     assert "No trained weights are registered" in capsys.readouterr().err
     assert not (tmp_path / "demo.png").exists()
+
+
+def run_example(name, *args, cwd):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, str(REPO / "examples" / name), *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_example_predict_photo_runs(tmp_path, model_path):
+    pytest.importorskip("mtcnn")
+    out = run_example("predict_photo.py", "--model", model_path, cwd=tmp_path)
+    assert "faces per image: [1, 1, 1]" in out and (tmp_path / "predict_photo.png").is_file()
+
+
+@pytest.mark.slow
+def test_example_predict_folder_and_video_runs(tmp_path, model_path):
+    pytest.importorskip("mtcnn")
+    out = run_example("predict_folder_and_video.py", "--model", model_path, cwd=tmp_path)
+    assert "broken.jpg 0 face(s) File is not an image" in out
+    x_min = json.loads(out.split("face box x_min per frame:")[1].splitlines()[0])
+    assert len(x_min) == 12 and x_min[-1] > x_min[0]  # the box follows the moving face
