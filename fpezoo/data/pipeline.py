@@ -1,0 +1,449 @@
+"""The ``tf.data`` input pipeline: face crops and ``y_true`` for training and evaluation.
+
+Every example goes through one 2x3 affine transform from original-image pixels
+to model-input pixels (pixel-centre convention of ``docs/DESIGN.md``): the
+square crop around the face box (enlarged, randomly jittered when training),
+composed with the augmenter's random geometry. The image is warped with that
+matrix and the keypoints are multiplied by it, so they cannot drift apart; the
+inverse matrix (:func:`invert_points`) maps predictions back to the original
+image.
+
+``make_dataset`` yields ``(images, y_true)``: float32 images of the model's input
+shape with raw 0-255 values (FPENet: 80x80x1 grayscale), and ``y_true`` of shape
+``(N, K, 3)`` = x, y, visibility. Invisible points (occluded, unlabelled, or
+outside the crop) have visibility 0 and coordinates 0, never NaN: a NaN would
+poison the gradient even under a zero weight.
+"""
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from fpezoo import schemes
+from fpezoo.coordinates import rescale_points
+from fpezoo.data.augment import FaceAugmenter, mark_outside
+from fpezoo.data.records import COLORS, image_size
+
+# Below this scale factor a warp first shrinks the image by averaging pixel blocks,
+# since bilinear sampling alone aliases when it skips source pixels.
+_MIN_WARP_SCALE = 0.5
+
+
+# --------------------------------------------------------------------------- affine helpers
+def _as_3x3(transform):
+    matrix = np.eye(3)
+    matrix[:2] = np.asarray(transform, dtype="float64").reshape(2, 3)
+    return matrix
+
+
+def resize_transform(src_hw, dst_hw):
+    """The 2x3 form of :func:`fpezoo.coordinates.rescale_points` (a resize)."""
+    origin = rescale_points(np.zeros(2), src_hw, dst_hw)
+    unit = rescale_points(np.ones(2), src_hw, dst_hw) - origin
+    return np.array([[unit[0], 0.0, origin[0]], [0.0, unit[1], origin[1]]], dtype="float64")
+
+
+def compose(outer, inner):
+    """The 2x3 transform applying ``inner`` then ``outer``."""
+    return (_as_3x3(outer) @ _as_3x3(inner))[:2]
+
+
+def invert_transform(transform):
+    """The inverse of a 2x3 affine transform."""
+    matrix = _as_3x3(transform)
+    if abs(np.linalg.det(matrix)) < 1e-12:
+        raise ValueError(f"The transform is not invertible. Received: transform={np.asarray(transform).tolist()}")
+    return np.linalg.inv(matrix)[:2]
+
+
+def transform_points(points, transform):
+    """Applies a 2x3 affine transform to ``(..., 2)`` points."""
+    transform = np.asarray(transform, dtype="float64").reshape(2, 3)
+    points = np.asarray(points, dtype="float64")
+    return points @ transform[:, :2].T + transform[:, 2]
+
+
+def invert_points(points, transform):
+    """Maps points from the crop back to the original image (inverse of ``transform``).
+
+    Args:
+        points: ``(..., 2)`` points in the pixels of the crop (model input).
+        transform: the 2x3 image-to-crop transform of :func:`crop_face`.
+
+    Returns:
+        float64 ``(..., 2)`` points in original-image pixels.
+    """
+    return transform_points(points, invert_transform(transform))
+
+
+# --------------------------------------------------------------------------- cropping
+def _check_output_size(output_size):
+    output_size = tuple(int(v) for v in output_size)
+    if len(output_size) != 2 or min(output_size) < 1:
+        raise ValueError(f"output_size must be (height, width) >= 1. Received: output_size={output_size}")
+    return output_size
+
+
+def crop_transform(box, output_size, enlarge=1.0, jitter=0.0, rng=None):
+    """The 2x3 transform from image pixels to a square face crop.
+
+    The crop is the square of side ``enlarge * max(box width, box height)``
+    centred on the box, resized to ``output_size``. With ``jitter > 0`` the
+    centre moves by up to ``jitter`` of the side along each axis and the side
+    changes by up to ``jitter`` of itself (uniform draws from ``rng``). A crop
+    of the whole image (box ``(0, 0, W, H)``, square) is exactly
+    :func:`fpezoo.coordinates.rescale_points`.
+
+    Args:
+        box: ``(x_min, y_min, x_max, y_max)`` in pixel-corner units.
+        output_size: ``(height, width)`` of the crop.
+        enlarge: factor applied to the box's longer side.
+        jitter: relative random shift and zoom (training only).
+        rng: ``numpy.random.Generator`` (required when ``jitter > 0``).
+
+    Returns:
+        float64 ``(2, 3)`` array.
+    """
+    output_size = _check_output_size(output_size)
+    x_min, y_min, x_max, y_max = (float(v) for v in box)
+    if not (x_max > x_min and y_max > y_min and np.isfinite([x_min, y_min, x_max, y_max]).all()):
+        raise ValueError(f"A face box needs x_max > x_min and y_max > y_min. Received: box={box}")
+    if not enlarge > 0:
+        raise ValueError(f"enlarge must be positive. Received: enlarge={enlarge}")
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError(f"jitter must be in [0, 1). Received: jitter={jitter}")
+    center_x, center_y = (x_min + x_max) / 2.0, (y_min + y_max) / 2.0
+    side = max(x_max - x_min, y_max - y_min) * enlarge
+    if jitter > 0:
+        if rng is None:
+            raise ValueError("A jittered crop needs a random generator. Received: rng=None")
+        center_x += rng.uniform(-jitter, jitter) * side
+        center_y += rng.uniform(-jitter, jitter) * side
+        side *= rng.uniform(1.0 - jitter, 1.0 + jitter)
+    out_height, out_width = output_size
+    # Corner units u map to (u - crop origin) * k; pixel centres sit at u - 0.5.
+    scale_x, scale_y = out_width / side, out_height / side
+    return np.array(
+        [[scale_x, 0.0, (0.5 - center_x + side / 2.0) * scale_x - 0.5],
+         [0.0, scale_y, (0.5 - center_y + side / 2.0) * scale_y - 0.5]]
+    )
+
+
+def warp(image, transform, output_size):
+    """Warps ``image`` with a 2x3 image-to-output transform (bilinear, black outside).
+
+    Reductions below 1/2 first average n x n pixel blocks (an exact resize,
+    folded into the transform), so small crops of large photos do not alias.
+    """
+    output_size = _check_output_size(output_size)
+    transform = np.asarray(transform, dtype="float64")
+    scale = np.sqrt(abs(np.linalg.det(transform[:, :2])))
+    height, width = image.shape[:2]
+    if scale < _MIN_WARP_SCALE:
+        # Average n x n blocks (exact for an integer factor: pad to a multiple of n with
+        # the black of the border), leaving a bilinear reduction of at most 2.
+        factor = int(1.0 / scale)
+        padded_hw = (-(-height // factor) * factor, -(-width // factor) * factor)
+        if padded_hw != (height, width):
+            image = cv2.copyMakeBorder(image, 0, padded_hw[0] - height, 0, padded_hw[1] - width,
+                                       cv2.BORDER_CONSTANT, value=0).reshape(padded_hw + image.shape[2:])
+        small_hw = (padded_hw[0] // factor, padded_hw[1] // factor)
+        image = cv2.resize(image, small_hw[::-1], interpolation=cv2.INTER_AREA).reshape(
+            small_hw + image.shape[2:])
+        transform = compose(transform, invert_transform(resize_transform(padded_hw, small_hw)))
+    out_height, out_width = output_size
+    warped = cv2.warpAffine(
+        image, transform, (out_width, out_height), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    )
+    return warped.reshape(output_size + image.shape[2:])
+
+
+def crop_face(image, box, output_size, enlarge=1.0, jitter=0.0, rng=None):
+    """Crops a square face region and resizes it to ``output_size``.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, C)`` array.
+        box: face box ``(x_min, y_min, x_max, y_max)`` in pixel-corner units;
+            parts outside the image come out black.
+        output_size: ``(height, width)``.
+        enlarge, jitter, rng: see :func:`crop_transform`.
+
+    Returns:
+        ``(crop, transform)``: the crop and the 2x3 image-to-crop transform
+        (map predictions back with :func:`invert_points`).
+    """
+    transform = crop_transform(box, output_size, enlarge, jitter, rng)
+    return warp(image, transform, output_size), transform
+
+
+class FaceCropper:
+    """:func:`crop_face` with fixed settings.
+
+    Args:
+        output_size: ``(height, width)`` of the crops.
+        enlarge: factor applied to the box's longer side.
+        jitter: relative random shift and zoom; 0 for evaluation.
+    """
+
+    def __init__(self, output_size, enlarge=1.0, jitter=0.0):
+        self.output_size = _check_output_size(output_size)
+        self.enlarge = enlarge
+        self.jitter = jitter
+
+    def __call__(self, image, box, rng=None):
+        """``(crop, transform)`` of ``image`` around ``box``."""
+        return crop_face(image, box, self.output_size, self.enlarge, self.jitter, rng)
+
+
+def record_box(record):
+    """A record's face box; the whole image for loose crops (``box`` None)."""
+    if record.box is not None:
+        return record.box
+    height, width = image_size(record.image)
+    return (0.0, 0.0, float(width), float(height))
+
+
+# --------------------------------------------------------------------------- labels
+def _color_and_shape(input_shape, color):
+    input_shape = tuple(int(v) for v in input_shape)
+    if color not in COLORS:
+        raise ValueError(f"Unknown color; expected one of {COLORS}. Received: color={color!r}")
+    channels = 1 if color == "grayscale" else 3
+    if len(input_shape) != 3 or input_shape[2] != channels or min(input_shape) < 1:
+        raise ValueError(
+            f"input_shape must be (height, width, {channels}) for color={color!r}. "
+            f"Received: input_shape={input_shape}"
+        )
+    return input_shape
+
+
+def stack_labels(records, scheme=None):
+    """Keypoints and visibility of ``records`` in one scheme.
+
+    Records of another fpezoo scheme are converted with
+    ``fpezoo.schemes.convert_keypoints`` (points without a counterpart get
+    visibility 0), which is how, e.g., AFLW's 21 points supervise part of a
+    68-point model.
+
+    Args:
+        records: list of records.
+        scheme: target scheme name; by default the records' common scheme.
+
+    Returns:
+        ``(keypoints (N, K, 2), visibility (N, K), scheme name)``; invisible
+        points have coordinates 0.
+    """
+    if not records:
+        raise ValueError("No records to make a data set from. Received: records=[]")
+    names = sorted({record.scheme for record in records})
+    if scheme is None:
+        if len(names) > 1:
+            raise ValueError(
+                "Records of several schemes need a target `scheme` to convert to. "
+                f"Received: schemes={names}"
+            )
+        scheme = names[0]
+    scheme = scheme.name if isinstance(scheme, schemes.KeypointScheme) else scheme
+    keypoints, visibility = [], []
+    for name in names:
+        group = [record for record in records if record.scheme == name]
+        points = np.stack([record.keypoints for record in group])
+        visible = np.stack([record.visibility for record in group])
+        if name != scheme:
+            points, visible = schemes.convert_keypoints(points, visible, name, scheme)
+        keypoints.append(points)
+        visibility.append(visible)
+    order = np.argsort(np.concatenate(
+        [[i for i, record in enumerate(records) if record.scheme == name] for name in names]))
+    keypoints = np.concatenate(keypoints)[order]
+    visibility = np.concatenate(visibility)[order].astype("float32")
+    keypoints = np.where(visibility[..., None] > 0, keypoints, 0.0).astype("float32")
+    return keypoints, visibility, scheme
+
+
+# --------------------------------------------------------------------------- examples
+class ExampleMaker:
+    """Turns record ``index`` into ``(image float32 (H, W, C), y_true float32 (K, 3))``.
+
+    The evaluation path (no augmenter, no jitter) is deterministic; the
+    training path draws everything from ``numpy.random.default_rng(seed)``, so
+    an example is reproducible from its seed.
+
+    Args:
+        records: list of records.
+        input_shape: ``(height, width, channels)`` of the model input.
+        color: ``"grayscale"``, ``"rgb"`` or ``"bgr"``.
+        augment: a :class:`~fpezoo.data.augment.FaceAugmenter`, or None.
+        scheme: target scheme (see :func:`stack_labels`).
+        enlarge: crop side as a multiple of the box's longer side.
+        jitter: relative random shift and zoom of the crop (training).
+    """
+
+    def __init__(self, records, input_shape=(80, 80, 1), color="grayscale", augment=None,
+                 scheme=None, enlarge=1.0, jitter=0.0):
+        self.input_shape = _color_and_shape(input_shape, color)
+        self.color = color
+        self.records = list(records)
+        self.keypoints, self.visibility, self.scheme = stack_labels(self.records, scheme)
+        if augment is True:
+            augment = FaceAugmenter()
+        if augment not in (None, False) and not isinstance(augment, FaceAugmenter):
+            raise TypeError(
+                f"augment must be None, True or a FaceAugmenter. Received: augment={augment!r}")
+        self.augment = augment or None
+        if self.augment is not None and self.augment.flip_probability > 0:
+            if self.scheme not in schemes.SCHEMES:
+                raise ValueError(
+                    f"Flipping needs the flip permutation of a known scheme ({sorted(schemes.SCHEMES)}); "
+                    f"set flip_probability=0 for this layout. Received: scheme={self.scheme!r}"
+                )
+        if not enlarge > 0:
+            raise ValueError(f"enlarge must be positive. Received: enlarge={enlarge}")
+        if not 0.0 <= jitter < 1.0:
+            raise ValueError(f"jitter must be in [0, 1). Received: jitter={jitter}")
+        self.enlarge = enlarge
+        self.jitter = jitter
+
+    @property
+    def num_keypoints(self):
+        """The number of points K of ``y_true``."""
+        return self.keypoints.shape[1]
+
+    def transform(self, index):
+        """The evaluation (unjittered) image-to-input transform of record ``index``."""
+        return crop_transform(record_box(self.records[index]), self.input_shape[:2], self.enlarge)
+
+    def __call__(self, index, seed=None):
+        """The example of record ``index``; ``seed`` drives the training randomness."""
+        index = int(index)
+        record = self.records[index]
+        output_size = self.input_shape[:2]
+        rng = np.random.default_rng(int(seed) % 2**63) if seed is not None else None
+        training = self.augment is not None or self.jitter > 0
+        if training and rng is None:
+            raise ValueError("The training path needs a seed. Received: seed=None")
+        image = record.load_image(self.color)
+        transform = crop_transform(record_box(record), output_size, self.enlarge,
+                                   self.jitter, rng)
+        keypoints, visibility = self.keypoints[index], self.visibility[index]
+        flip = False
+        if self.augment is not None:
+            geometry, flip = self.augment.sample_geometry(rng, output_size)
+            transform = compose(geometry, transform)
+        points = transform_points(keypoints, transform)
+        if flip:
+            mirror = np.array([[-1.0, 0.0, output_size[1] - 1.0], [0.0, 1.0, 0.0]])
+            transform = compose(mirror, transform)
+            points, visibility = schemes.flip_keypoints(points, visibility, self.scheme,
+                                                        output_size[1])
+        crop = warp(image, transform, output_size)
+        visibility = mark_outside(points, visibility, output_size)
+        if self.augment is not None:
+            crop, visibility = self.augment(crop, points, visibility, rng)
+        points = np.where(visibility[:, None] > 0, points, 0.0)
+        y_true = np.concatenate([points, visibility[:, None]], axis=1).astype("float32")
+        return crop.astype("float32"), y_true
+
+
+def make_dataset(
+    records,
+    input_shape=(80, 80, 1),
+    color="grayscale",
+    augment=None,
+    batch_size=64,
+    shuffle=False,
+    scheme=None,
+    enlarge=1.0,
+    jitter=0.0,
+    seed=None,
+    repeat=False,
+    drop_remainder=False,
+    num_parallel_calls=tf.data.AUTOTUNE,
+):
+    """A ``tf.data.Dataset`` of ``(images, y_true)`` for ``Model.fit`` / ``evaluate``.
+
+    Each example is made by :class:`ExampleMaker` inside ``tf.numpy_function``
+    with a parallel ``map`` (OpenCV releases the GIL while it decodes and warps;
+    see ``benchmarks/input_pipeline.py`` for the comparison with a generator).
+
+    Args:
+        records: list of :class:`~fpezoo.data.records.LandmarkRecord`.
+        input_shape: ``(height, width, channels)`` of the model input.
+        color: ``"grayscale"`` (1 channel), ``"rgb"`` or ``"bgr"`` (3).
+        augment: None (evaluation), True (default :class:`FaceAugmenter`) or a
+            ``FaceAugmenter``.
+        batch_size: examples per batch; None for an unbatched data set (to mix
+            sources with :func:`mix_sources`).
+        shuffle: reshuffle the records every epoch.
+        scheme: target keypoint scheme (records of other schemes are converted).
+        enlarge: crop side as a multiple of the face box's longer side.
+        jitter: relative random shift and zoom of the crop (training).
+        seed: seed of the shuffle and of every random draw; the same seed gives
+            the same examples (in order with the default deterministic map).
+        repeat: repeat forever.
+        drop_remainder: drop the last incomplete batch.
+        num_parallel_calls: parallelism of the map.
+
+    Returns:
+        The data set; images float32 ``(N, H, W, C)`` raw 0-255, ``y_true``
+        float32 ``(N, K, 3)``.
+    """
+    maker = ExampleMaker(records, input_shape, color, augment, scheme, enlarge, jitter)
+    indices = tf.data.Dataset.range(len(maker.records))
+    if shuffle:
+        indices = indices.shuffle(len(maker.records), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        indices = indices.repeat()
+    examples = tf.data.Dataset.zip(indices, tf.data.Dataset.random(seed=seed))
+    height, width, channels = maker.input_shape
+    num_keypoints = maker.num_keypoints
+
+    def load(index, example_seed):
+        image, y_true = tf.numpy_function(
+            maker, [index, example_seed], (tf.float32, tf.float32), stateful=False)
+        image.set_shape((height, width, channels))
+        y_true.set_shape((num_keypoints, 3))
+        return image, y_true
+
+    examples = examples.map(load, num_parallel_calls=num_parallel_calls)
+    if batch_size is not None:
+        examples = examples.batch(batch_size, drop_remainder=drop_remainder)
+    return examples.prefetch(tf.data.AUTOTUNE)
+
+
+def mix_sources(sources, weights, batch_size=64, seed=None):
+    """One training stream drawing from several sources with given probabilities.
+
+    Each source is an unbatched data set of ``(image, y_true)`` in the same
+    scheme (``make_dataset(..., batch_size=None, repeat=True, scheme=...)``);
+    ``tf.data.Dataset.sample_from_datasets`` picks the source of each example.
+    For mixed supervision, give every source the model's scheme: a 21-point
+    AFLW source then carries visibility 0 on the 68-point model's other points,
+    so it supervises only the points it has.
+
+    Args:
+        sources: list of unbatched data sets (repeated, so none runs out).
+        weights: sampling probability of each source (normalised to sum 1).
+        batch_size: examples per batch.
+        seed: seed of the source choice.
+
+    Returns:
+        A batched ``tf.data.Dataset``.
+    """
+    sources = list(sources)
+    weights = np.asarray(weights, dtype="float64")
+    if not sources or weights.shape != (len(sources),) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(
+            "mix_sources needs one non-negative weight per source, not all zero. "
+            f"Received: weights={weights.tolist()}, sources={len(sources)}"
+        )
+    specs = {str(source.element_spec) for source in sources}
+    if len(specs) != 1:
+        raise ValueError(
+            "All sources must yield unbatched (image, y_true) of the same shapes (make them "
+            f"with the same input_shape, color and scheme, batch_size=None). Received: specs={sorted(specs)}"
+        )
+    mixed = tf.data.Dataset.sample_from_datasets(
+        sources, weights=(weights / weights.sum()).tolist(), seed=seed)
+    return mixed.batch(batch_size).prefetch(tf.data.AUTOTUNE)
