@@ -21,10 +21,17 @@ faces' 68 landmarks (teacher labels of the AFLW and MTFL crops): crop side over
 the landmark box's longer side and the centre offset, the ``enlarge`` default
 of :class:`fpezoo.LandmarkDetector`.
 
+``--end-to-end MODEL`` checks that accuracy holds from photo to landmarks: on
+AFLW2000-3D images it compares the NME (3DDFA normalisation: sqrt(w * h) of the
+ground-truth landmark box, ``pts68_fitted``) of :class:`fpezoo.LandmarkDetector`
+with MTCNN's boxes against the same model on crops of the ground-truth landmark
+boxes (the benchmark protocol), and times the whole predictor per image.
+
 Usage::
 
     python benchmarks/detection.py --count 300 --output detection_benchmark.json
     python benchmarks/detection.py --crop-statistics
+    python benchmarks/detection.py --end-to-end <registered name or .keras> --count 300
     # OpenCV's Haar cascade needs opencv<5: run it from an environment that has it
     /path/to/venv-with-opencv4/bin/python benchmarks/detection.py --detectors haar
 
@@ -180,6 +187,42 @@ def crop_statistics(root):
               f"{np.median(offset[:, 0]):>10.3f}{np.median(offset[:, 1]):>10.3f}")
 
 
+def end_to_end(root, model, count, seed):
+    """NME with detected faces vs ground-truth boxes, and ms per image."""
+    from fpezoo.metrics import nme
+    from fpezoo.predictor import LandmarkDetector
+
+    predictor = LandmarkDetector(model=model, detector="mtcnn")
+    detected, boxed, times, misses = [], [], [], 0
+    truths = []
+    for path, _, points68, _ in aflw2000_samples(root, count, seed):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        truth = landmark_box(points68)
+        if not times:
+            predictor.predict(image)  # warm-up (graph tracing)
+        start = time.perf_counter()
+        faces = predictor.predict(image)
+        times.append(time.perf_counter() - start)
+        overlaps = [iou(np.array(face.box), truth) for face in faces]
+        if not overlaps or max(overlaps) < IOU_THRESHOLD:
+            misses += 1
+            continue
+        detected.append(faces[int(np.argmax(overlaps))].keypoints)
+        boxed.append(predictor.predict(image, boxes=[truth])[0].keypoints)
+        truths.append(points68)
+    truths = np.array(truths)
+    result = {
+        "model": str(model), "images": count, "missed_faces": misses,
+        "nme_detected_boxes": float(np.mean(nme(np.array(detected), truths, normalization="box_area"))),
+        "nme_ground_truth_boxes": float(np.mean(nme(np.array(boxed), truths, normalization="box_area"))),
+        "ms_per_image_mean": 1000 * float(np.mean(times)),
+        "ms_per_image_median": 1000 * float(np.median(times)),
+        "predictor": repr(predictor),
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detectors", nargs="+", default=["mtcnn", "dlib", "lbp", "haar"],
@@ -189,10 +232,16 @@ def main():
     parser.add_argument("--output", default="detection_benchmark.json")
     parser.add_argument("--crop-statistics", action="store_true",
                         help="print the training crops' geometry instead")
+    parser.add_argument("--end-to-end", metavar="MODEL", default=None,
+                        help="registered weights name or .keras file: end-to-end NME and speed instead")
     args = parser.parse_args()
     root = data_dir()
     if args.crop_statistics:
         crop_statistics(root)
+        return
+    if args.end_to_end:
+        result = end_to_end(root, args.end_to_end, args.count, args.seed)
+        pathlib.Path(args.output).write_text(json.dumps(result, indent=2))
         return
     results = {"iou_threshold": IOU_THRESHOLD, "max_size_ratio": MAX_SIZE_RATIO, "count": args.count, "seed": args.seed, "detectors": {}}
     for name in args.detectors:
