@@ -279,3 +279,16 @@ def test_random_fpenet_on_the_bundled_photo_with_mtcnn():
     json.dumps(face.to_dict())
     drawn = draw_faces(np.asarray(Image.open(ASTRONAUT).convert("RGB")), [face])
     assert drawn.shape == (512, 512, 3) and drawn.dtype == np.uint8
+
+
+def test_tiny_faces_with_a_real_detector_are_found_or_skipped_not_errors():
+    pytest.importorskip("mtcnn")
+    canvas = np.full((400, 400, 3), 90, np.uint8)
+    photo = Image.open(ASTRONAUT).convert("RGB")
+    for size, corner in ((40, (20, 20)), (12, (300, 300))):  # faces of about 10 and 3 pixels
+        canvas[corner[1]:corner[1] + size, corner[0]:corner[0] + size] = np.asarray(photo.resize((size, size)))
+    predictor = LandmarkDetector(model=dot_finder(), detector="mtcnn")
+    faces = predictor.predict(canvas)
+    assert isinstance(faces, list)
+    for face in faces:
+        assert np.all(np.isfinite(face.keypoints)) and face.keypoints.shape == (1, 2)
