@@ -167,6 +167,7 @@ def test_dataset_errors():
         pipeline.mix_sources([pipeline.make_dataset(records, batch_size=None)], [1.0, 2.0])
 
 
+@pytest.mark.data
 @pytest.mark.slow
 def test_mixed_supervision_on_real_data(shared_data):
     """AFLW crops' 21 human points supervise 16 points of a 68-point model, beside

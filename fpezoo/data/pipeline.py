@@ -31,9 +31,7 @@ _MIN_WARP_SCALE = 0.5
 
 # --------------------------------------------------------------------------- affine helpers
 def _as_3x3(transform):
-    matrix = np.eye(3)
-    matrix[:2] = np.asarray(transform, dtype="float64").reshape(2, 3)
-    return matrix
+    return np.vstack([np.asarray(transform, dtype="float64").reshape(2, 3), (0.0, 0.0, 1.0)])
 
 
 def resize_transform(src_hw, dst_hw):
@@ -196,11 +194,16 @@ class FaceCropper:
         return crop_face(image, box, self.output_size, self.enlarge, self.jitter, rng)
 
 
-def record_box(record):
-    """A record's face box; the whole image for loose crops (``box`` None)."""
+def record_box(record, image=None):
+    """A record's face box; the whole image for loose crops (``box`` None).
+
+    Args:
+        record: the record.
+        image: the record's image if already loaded (saves reading the file header).
+    """
     if record.box is not None:
         return record.box
-    height, width = image_size(record.image)
+    height, width = image.shape[:2] if image is not None else image_size(record.image)
     return (0.0, 0.0, float(width), float(height))
 
 
@@ -324,7 +327,7 @@ class ExampleMaker:
         if training and rng is None:
             raise ValueError("The training path needs a seed. Received: seed=None")
         image = record.load_image(self.color)
-        transform = crop_transform(record_box(record), output_size, self.enlarge,
+        transform = crop_transform(record_box(record, image), output_size, self.enlarge,
                                    self.jitter, rng)
         keypoints, visibility = self.keypoints[index], self.visibility[index]
         flip = False
