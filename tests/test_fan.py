@@ -141,18 +141,28 @@ def test_keras_round_trip_without_custom_objects(tmp_path):
         np.testing.assert_allclose(expected, actual, atol=1e-5)
 
 
-def test_other_keypoint_count_keeps_the_trunk(tmp_path):
-    original = FAN(**TINY)
+@pytest.mark.parametrize(
+    "config, fresh",
+    [(TINY, [KEYPOINT_HEAD]),
+     ({**TINY, "num_stacks": 2},
+      [f"{KEYPOINT_HEAD}_stack1", f"{KEYPOINT_HEAD}_stack1_projection", KEYPOINT_HEAD]),
+     ({**TINY, **TINY_DEPTH, "dimensions": 3},
+      [KEYPOINT_HEAD, f"{KEYPOINT_HEAD}_depth_stem", f"{KEYPOINT_HEAD}_depth"])],
+    ids=["one_stack", "two_stacks", "3d"],
+)
+def test_other_keypoint_count_keeps_the_trunk(tmp_path, config, fresh):
+    original = FAN(**config)
     path = tmp_path / "fan68.weights.h5"
     original.save_weights(path)
-    with pytest.warns(UserWarning, match=KEYPOINT_HEAD):
-        smaller = FAN(num_keypoints=21, weights=path, **TINY)
+    with pytest.warns(UserWarning, match=KEYPOINT_HEAD) as warned:
+        smaller = FAN(num_keypoints=21, weights=path, **config)
+    assert all(name in str(warned[0].message) for name in fresh)
     for layer in smaller.layers:
-        if layer.weights and layer.name != KEYPOINT_HEAD:
+        if layer.weights and layer.name not in fresh:
             for expected, actual in zip(original.get_layer(layer.name).get_weights(),
                                         layer.get_weights()):
                 np.testing.assert_array_equal(expected, actual)
-    assert smaller(_faces(1))[0].shape == (1, 21, 2)
+    assert smaller(_faces(1))[0].shape == (1, 21, config.get("dimensions", 2))
 
 
 @pytest.mark.parametrize(
