@@ -8,6 +8,7 @@ from fpezoo.coordinates import rescale_points
 from fpezoo.data.readers import read_aflw_crops
 from fpezoo.layers import HeatmapArgmax
 from fpezoo.losses import AdaptiveWingLoss
+from fpezoo.models import fan as fan_module
 from fpezoo.models.common import KEYPOINT_HEAD
 from fpezoo.models.fan import (
     FAN,
@@ -65,6 +66,40 @@ def test_light_fan_parameter_count_and_heatmap_size():
     assert [tuple(h.shape) for h in heatmaps] == [(None, 32, 32, 21)] * 2
     # 14 ConvBlocks per stack (13 in the hourglass) and 3 in the stem.
     assert sum(layer.name.endswith("_concat") for layer in model.layers) == 3 + 2 * 14
+
+
+def _conv_same(x, kernel):
+    """Stride-1 'same' convolution of (H, W, I) by an odd (k, k, I, O) kernel, in NumPy."""
+    k = kernel.shape[0]
+    padded = np.pad(x, ((k // 2, k // 2), (k // 2, k // 2), (0, 0)))
+    height, width = x.shape[:2]
+    return sum(np.einsum("hwi,io->hwo", padded[dy:dy + height, dx:dx + width], kernel[dy, dx])
+               for dy in range(k) for dx in range(k))
+
+
+def test_conv_block_is_face_alignments_pre_activation_block():
+    rng = np.random.default_rng(4)
+    inputs = keras.Input((5, 6, 8))
+    block = keras.Model(inputs, fan_module._conv_block(inputs, 16, "block"))
+    for layer in block.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, channels), rng.normal(size=channels),
+                               rng.normal(size=channels), rng.uniform(0.5, 2.0, channels)])
+    x = rng.normal(size=(5, 6, 8)).astype("float32")
+
+    def bn_relu_conv(values, prefix):
+        gamma, beta, mean, variance = block.get_layer(f"{prefix}_bn").get_weights()
+        normalised = (values - mean) / np.sqrt(variance + 1e-5) * gamma + beta
+        return _conv_same(np.maximum(normalised, 0), block.get_layer(f"{prefix}_conv").get_weights()[0])
+
+    out1 = bn_relu_conv(x, "block_1")  # 8 -> 8 (out / 2)
+    out2 = bn_relu_conv(out1, "block_2")  # 8 -> 4 (out / 4)
+    out3 = bn_relu_conv(out2, "block_3")  # 4 -> 4
+    expected = np.concatenate([out1, out2, out3], axis=-1) + bn_relu_conv(x, "block_down")
+    assert [out1.shape[-1], out2.shape[-1], out3.shape[-1]] == [8, 4, 4]
+    assert not any(getattr(layer, "use_bias", False) for layer in block.layers)
+    np.testing.assert_allclose(block(x[None])[0], expected, atol=1e-4)
 
 
 def test_keypoints_are_the_decoded_last_stack_heatmaps():
