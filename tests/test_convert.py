@@ -388,3 +388,26 @@ def test_benchmark_smoke(tmp_path, capsys):
     table = benchmarking.format_table(report)
     assert "onnxruntime_1t" in table and "GEMM" in table
     json.dumps(report)
+
+
+@pytest.mark.data
+def test_calibration_images_from_data_readers(shared_data):
+    """'reader:path' sources: loose MTFL crops are taken whole, AFLW2000-3D faces cropped by box."""
+    import cv2
+
+    mtfl = convert_module.CalibrationImages(f"mtfl:{shared_data / 'mtfl' / 'test.txt'}", (80, 80), 1,
+                                            limit=2).array()
+    first = (shared_data / "mtfl" / "test.txt").read_text().split()[0]
+    whole = cv2.cvtColor(cv2.imread(str(shared_data / "mtfl" / first), cv2.IMREAD_COLOR_RGB)
+                         .astype("float32"), cv2.COLOR_RGB2GRAY)
+    assert mtfl.shape == (2, 80, 80, 1)
+    np.testing.assert_allclose(mtfl[0, ..., 0], whole, atol=1e-3)
+
+    aflw = convert_module.CalibrationImages(f"aflw2000_3d:{shared_data / 'aflw2000-3d'}", (64, 64), 3,
+                                            "rgb", limit=2).array()
+    assert aflw.shape == (2, 64, 64, 3)
+    # A 450x450 image resized whole would differ from the face crop.
+    names = np.load(shared_data / "aflw2000-3d" / "landmarks.npz")["names"]
+    full = cv2.resize(cv2.imread(str(shared_data / "aflw2000-3d" / "images" / str(names[0])),
+                                 cv2.IMREAD_COLOR_RGB), (64, 64)).astype("float32")
+    assert np.abs(aflw[0] - full).mean() > 20

@@ -543,8 +543,10 @@ class CalibrationImages:
         source: a folder of face-crop images (each resized to the input size), or
             ``"reader:path"`` with a reader of ``CALIBRATION_READERS``: each
             record's face is cropped by its box with
-            :func:`fpezoo.data.pipeline.crop_face` (or the whole image is
-            resized when the record has no box).
+            :func:`fpezoo.data.pipeline.crop_face`, enlarged by
+            :data:`fpezoo.predictor.DEFAULT_ENLARGE` as the predictor crops (or
+            the whole image is resized when the record has no box: the loose
+            crops of MTFL and AFLW).
         image_size: ``(height, width)`` of the model input.
         channels: 1 or 3.
         color: ``"grayscale"``, ``"rgb"`` or ``"bgr"``: channel layout of the input.
@@ -603,8 +605,10 @@ class CalibrationImages:
             crop = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
         else:
             from fpezoo.data.pipeline import crop_face
+            from fpezoo.predictor import DEFAULT_ENLARGE
 
-            crop = crop_face(rgb, box, output_size=(height, width))[0]
+            # Cropped as the predictor and the evaluation crop faces from their boxes.
+            crop = crop_face(rgb, box, output_size=(height, width), enlarge=DEFAULT_ENLARGE)[0]
         crop = np.asarray(crop, dtype=np.float32)
         if self.color == "grayscale":
             crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[..., None]
