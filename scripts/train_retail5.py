@@ -30,6 +30,8 @@ interruption) with the config's ``"train"`` part.
 Usage::
 
     nice -n 10 python scripts/train_retail5.py train configs/retail5_mtfl.json
+    python scripts/train_retail5.py export /work/runs/retail5/best.weights.h5 \\
+        weights/retail5_mtfl.weights.h5
     python scripts/train_retail5.py evaluate retail5_mtfl
     python scripts/train_retail5.py evaluate \\
         ../shared/data/openvino-landmarks-regression-retail-0009/landmarks-regression-retail-0009.xml \\
@@ -196,6 +198,15 @@ def train(config_path, epochs=None):
     print(json.dumps(summary, indent=1))
 
 
+def export(checkpoint, output):
+    """Saves a run's ``best.weights.h5`` without the optimizer state, as shipped in ``weights/``."""
+    from fpezoo.models.retail import RetailLandmarks5
+    from fpezoo.weights import sha256
+
+    RetailLandmarks5(weights=checkpoint).save_weights(output)
+    print(f"{output}: sha256 {sha256(output)}")
+
+
 # --------------------------------------------------------------------------- evaluation
 def load_model(model):
     """A Keras model and its input colour for a registered name, ``.weights.h5`` or IR ``.xml``."""
@@ -263,6 +274,9 @@ def main(argv=None):
     train_parser = commands.add_parser("train", help="train or resume a recipe")
     train_parser.add_argument("config", help="configs/retail5_mtfl.json")
     train_parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    export_parser = commands.add_parser("export", help="weights without the optimizer state")
+    export_parser.add_argument("checkpoint", help="a run's best.weights.h5")
+    export_parser.add_argument("output", help="e.g. weights/retail5_mtfl.weights.h5")
     evaluate_parser = commands.add_parser("evaluate", help="MTFL test NME with ground-truth boxes")
     evaluate_parser.add_argument("model", help="registered name, .weights.h5 or OpenVINO .xml")
     evaluate_parser.add_argument("--enlarge", type=float, nargs="+", default=[None],
@@ -274,6 +288,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "train":
         train(args.config, args.epochs)
+        return 0
+    if args.command == "export":
+        export(args.checkpoint, args.output)
         return 0
     enlarges = args.enlarge
     if enlarges == [None]:
