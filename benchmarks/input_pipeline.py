@@ -2,8 +2,8 @@
 
 Usage::
 
-    python benchmarks/input_pipeline.py [--batches 20] [--batch-size 64]
-                                        [--data ../shared/data] [--output input_pipeline.json]
+    PYTHONPATH=. python benchmarks/input_pipeline.py [--batches 30] [--repeats 3]
+        [--batch-size 64] [--data ../shared/data] [--output input_pipeline.json]
 
 For two real sources it times batches of 80x80x1 FPENet inputs (decode, crop,
 augmentation, ``y_true``), after two warm-up batches:
@@ -19,7 +19,9 @@ and three ways of running the per-face Python work:
 * ``generator``: one ``Dataset.from_generator`` (a single Python thread);
 * ``generator x N``: N generators interleaved with ``num_parallel_calls=N``.
 
-It prints a table and writes the numbers as JSON.
+Each variant is timed ``--repeats`` times, round-robin with the others (so a
+burst of load from other processes hits all variants alike); the table gives
+the median and the range. It prints a table and writes the numbers as JSON.
 """
 
 import argparse
@@ -77,7 +79,8 @@ def faces_per_second(dataset, batches, batch_size):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batches", type=int, default=20, help="timed batches per row")
+    parser.add_argument("--batches", type=int, default=30, help="timed batches per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per variant")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--data", default=os.environ.get("FPEZOO_DATA", "../shared/data"))
     parser.add_argument("--output", default="input_pipeline.json")
@@ -103,15 +106,23 @@ def main():
         maker = pipeline.ExampleMaker(records, INPUT_SHAPE, augment=True, scheme="ibug68", **crop)
         variants["generator, augmented"] = generator_dataset(maker, args.batch_size, 1, 0)
         variants[f"generator x {workers}, augmented"] = generator_dataset(maker, args.batch_size, workers, 0)
-        for variant, dataset in variants.items():
-            rate = faces_per_second(dataset, args.batches, args.batch_size)
-            rows.append({"source": source, "variant": variant, "faces_per_second": round(rate, 1)})
-            print(f"{source:12s}  {variant:36s}  {rate:8.1f} faces/s", flush=True)
+        rates = {variant: [] for variant in variants}
+        for _ in range(args.repeats):
+            for variant, dataset in variants.items():
+                rates[variant].append(faces_per_second(dataset, args.batches, args.batch_size))
+        for variant, measured in rates.items():
+            median = float(np.median(measured))
+            rows.append({"source": source, "variant": variant, "faces_per_second": round(median, 1),
+                         "measurements": [round(rate, 1) for rate in measured]})
+            print(f"{source:12s}  {variant:36s}  {median:8.1f} faces/s  "
+                  f"({min(measured):.0f}-{max(measured):.0f})", flush=True)
 
     result = {
         "input_shape": list(INPUT_SHAPE),
         "batch_size": args.batch_size,
         "timed_batches": args.batches,
+        "repeats": args.repeats,
+        "load_average_1min_at_end": os.getloadavg()[0],
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "tensorflow": tf.__version__,
