@@ -16,4 +16,18 @@ from fpezoo.data.readers import (
     read_pts,
     read_tao_json,
 )
-from fpezoo.data.records import ImageReadError, LandmarkRecord, landmark_box
+from fpezoo.data.records import LandmarkRecord, landmark_box
+
+__all__ = [
+    "LandmarkRecord",
+    "MissingImagesError",
+    "OffFaceRows",
+    "find_off_face_rows",
+    "landmark_box",
+    "read_aflw2000_3d",
+    "read_aflw_crops",
+    "read_coco_keypoints",
+    "read_mtfl",
+    "read_pts",
+    "read_tao_json",
+]

@@ -50,7 +50,8 @@ def invert_transform(transform):
     """The inverse of a 2x3 affine transform."""
     matrix = _as_3x3(transform)
     if abs(np.linalg.det(matrix)) < 1e-12:
-        raise ValueError(f"The transform is not invertible. Received: transform={np.asarray(transform).tolist()}")
+        raise ValueError(
+            f"The transform is not invertible. Received: transform={np.asarray(transform).tolist()}")
     return np.linalg.inv(matrix)[:2]
 
 

@@ -23,8 +23,8 @@ import numpy as np
 
 from fpezoo import schemes
 from fpezoo.data.records import LandmarkRecord, image_size, landmark_box
+from fpezoo.imageio import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 ON_MISSING_IMAGE = ("raise", "drop")
 
 # mmpose's COCO-style face sets: dataset token -> (scheme name, points, 1-based coordinates).
@@ -285,14 +285,16 @@ def read_coco_keypoints(
     images = {}
     for index, entry in enumerate(content["images"]):
         if not isinstance(entry, dict) or "id" not in entry or "file_name" not in entry:
-            raise ValueError(f"{path}, images[{index}]: needs 'id' and 'file_name'. Received: entry={entry!r}")
+            raise ValueError(
+                f"{path}, images[{index}]: needs 'id' and 'file_name'. Received: entry={entry!r}")
         images[entry["id"]] = entry
     parsed = []
     for index, annotation in enumerate(content["annotations"]):
         where = f"{path}, annotations[{index}]"
         flat = annotation.get("keypoints") if isinstance(annotation, dict) else None
         if not isinstance(flat, list) or not flat or len(flat) % 3:
-            raise ValueError(f"{where}: 'keypoints' must be a list [x1, y1, v1, ...]. Received: keypoints={flat!r}")
+            raise ValueError(
+                f"{where}: 'keypoints' must be a list [x1, y1, v1, ...]. Received: keypoints={flat!r}")
         if annotation.get("image_id") not in images:
             raise ValueError(
                 f"{where}: its image_id is not among the file's images. "
@@ -340,6 +342,34 @@ def read_coco_keypoints(
 
 
 # --------------------------------------------------------------------------- TAO FPENet JSON
+_TAO_POINT_KEY = re.compile(r"^P(\d+)(x|y|occluded)$")
+_TAO_BOX_KEYS = ("face_tight_bboxx", "face_tight_bboxy", "face_tight_bboxwidth", "face_tight_bboxheight")
+
+
+def _tao_points(annotation, where):
+    """``{n: {"x": .., "y": .., "occluded": ..}}`` of a FiducialPoints annotation."""
+    parsed = {}
+    for key, value in annotation.items():
+        match = _TAO_POINT_KEY.match(key)
+        if match is None:
+            continue
+        number, field = int(match.group(1)), match.group(2)
+        if number < 1 or (field != "occluded" and not isinstance(value, (int, float))):
+            raise ValueError(f"{where}: bad value for '{key}'. Received: {key}={value!r}")
+        parsed.setdefault(number, {})[field] = value
+    return parsed
+
+
+def _tao_box(annotation, where):
+    """``(box, occlusion level)`` of a FaceBbox annotation (its tight box)."""
+    try:
+        x, y, width, height = (float(annotation[key]) for key in _TAO_BOX_KEYS)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"{where}: needs numeric {_TAO_BOX_KEYS}. Received: FaceBbox={annotation}") from None
+    return (x, y, x + width, y + height), annotation.get("Occlusion")
+
+
 def read_tao_json(path, image_root=None, num_keypoints=None, scheme=None, on_missing_image="raise"):
     """Reads TAO FPENet's JSON labels (the NVIDIA data-factory format).
 
@@ -373,36 +403,21 @@ def read_tao_json(path, image_root=None, num_keypoints=None, scheme=None, on_mis
             f"{path} must hold a list of images. Received: type={type(content).__name__}"
         )
     image_root = pathlib.Path(image_root) if image_root is not None else path.parent
-    point_key = re.compile(r"^P(\d+)(x|y|occluded)$")
     faces = []
     for index, entry in enumerate(content):
         where = f"{path}, entry {index}"
-        if not isinstance(entry, dict) or "filename" not in entry or not isinstance(entry.get("annotations"), list):
-            raise ValueError(f"{where}: needs 'filename' and a list 'annotations'. Received: entry={str(entry)[:200]}")
-        boxes = [a for a in entry["annotations"] if isinstance(a, dict) and a.get("class") == "FaceBbox"]
-        fiducials = [a for a in entry["annotations"] if isinstance(a, dict) and a.get("class") == "FiducialPoints"]
+        if not isinstance(entry, dict) or "filename" not in entry or not isinstance(
+                entry.get("annotations"), list):
+            raise ValueError(
+                f"{where}: needs 'filename' and a list 'annotations'. Received: entry={str(entry)[:200]}")
+        annotations = [a for a in entry["annotations"] if isinstance(a, dict)]
+        boxes = [a for a in annotations if a.get("class") == "FaceBbox"]
+        fiducials = [a for a in annotations if a.get("class") == "FiducialPoints"]
         for face, points in enumerate(fiducials):
             face_where = f"{where} ({entry['filename']}), FiducialPoints {face}"
-            parsed = {}
-            for key, value in points.items():
-                match = point_key.match(key)
-                if match is None:
-                    continue
-                number, field = int(match.group(1)), match.group(2)
-                if number < 1 or (field != "occluded" and not isinstance(value, (int, float))):
-                    raise ValueError(f"{face_where}: bad value for '{key}'. Received: {key}={value!r}")
-                parsed.setdefault(number, {})[field] = value
-            box = None
-            if face < len(boxes):
-                keys = ("face_tight_bboxx", "face_tight_bboxy", "face_tight_bboxwidth", "face_tight_bboxheight")
-                try:
-                    x, y, width, height = (float(boxes[face][key]) for key in keys)
-                except (KeyError, TypeError, ValueError):
-                    raise ValueError(
-                        f"{where}: FaceBbox {face} needs numeric {keys}. Received: FaceBbox={boxes[face]}"
-                    ) from None
-                box = (x, y, x + width, y + height)
-            faces.append((face_where, entry["filename"], parsed, box, boxes[face].get("Occlusion") if box else None))
+            box, occlusion = (_tao_box(boxes[face], f"{where}, FaceBbox {face}") if face < len(boxes)
+                              else (None, None))
+            faces.append((face_where, entry["filename"], _tao_points(points, face_where), box, occlusion))
     largest = max((max(parsed, default=0) for _, _, parsed, _, _ in faces), default=0)
     num_keypoints = num_keypoints or largest
     if largest > num_keypoints:

@@ -13,11 +13,9 @@ import types
 import cv2
 import numpy as np
 
+from fpezoo.imageio import ImageReadError
+
 COLORS = ("grayscale", "rgb", "bgr")
-
-
-class ImageReadError(ValueError):
-    """An image file exists but cannot be decoded."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
