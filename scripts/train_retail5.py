@@ -25,12 +25,17 @@ Training data (``configs/retail5_mtfl.json``, key ``"data"``):
 A validation split by image (:func:`fpezoo.training.in_validation_split`)
 chooses the best epoch; MTFL test is read only by ``evaluate``. Training runs
 :func:`fpezoo.train` (resumable: run the same command again after an
-interruption) with the config's ``"train"`` part.
+interruption) with the config's ``"train"`` part. Two more recipe keys:
+``"initialize_from_openvino"`` (the official IR ``.xml``: start from its
+weights) and ``"freeze_batch_norms"`` (keep the imported, folded batch norms
+fixed, see :func:`retail_with_frozen_batch_norms`); the second stage starts
+from the first one's best weights (``train.model.weights``).
 
 Usage::
 
     nice -n 10 python scripts/train_retail5.py train configs/retail5_mtfl.json
-    python scripts/train_retail5.py export /work/runs/retail5/best.weights.h5 \\
+    nice -n 10 python scripts/train_retail5.py train configs/retail5_mtfl_stage2.json
+    python scripts/train_retail5.py export /work/runs/retail5_stage2/best.weights.h5 \\
         weights/retail5_mtfl.weights.h5
     python scripts/train_retail5.py evaluate retail5_mtfl
     python scripts/train_retail5.py evaluate \\
