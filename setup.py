@@ -8,7 +8,7 @@ The top-level ``weights/`` folder is shipped inside the wheel as the package
 from setuptools import find_packages, setup
 
 EXPORT = ["tf2onnx>=1.17", "onnx", "onnxruntime", "ai-edge-litert"]
-DETECT = ["mtcnn>=1.0"]
+DETECT = ["mtcnn>=1.0", "scikit-image"]
 TEST = ["pytest", "hypothesis", "pytest-timeout"]
 
 setup(
@@ -22,7 +22,7 @@ setup(
     package_dir={"fpezoo._weights": "weights"},
     package_data={
         "fpezoo._weights": ["*.weights.h5", "*.json", "*.md", "*.png"],
-        "fpezoo": ["assets/*"],
+        "fpezoo": ["assets/*", "deploy/*.json"],
     },
     include_package_data=True,
     install_requires=[
@@ -35,12 +35,13 @@ setup(
         "pillow",
         "tqdm",
         "matplotlib",
+        "tensorboard>=2.20,<2.22",
     ],
     extras_require={
         "export": EXPORT,
         "detect": DETECT,
         "openvino": ["openvino"],
-        "tensorrt": ["tensorrt"],
+        "tensorrt": ["tensorrt", "cuda-python"],
         "test": TEST,
         "all": EXPORT + DETECT + ["openvino"],
     },

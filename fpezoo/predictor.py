@@ -50,6 +50,7 @@ SERIALIZABLE_MODULES = (
     "fpezoo.layers", "fpezoo.losses", "fpezoo.metrics", "fpezoo.schedules", "fpezoo.models.common",
     "fpezoo.models.fpenet", "fpezoo.models.retail", "fpezoo.models.fan",
 )
+BACKENDS = ("keras", "litert")
 # Side of the image region cut around a box before cropping, in multiples of
 # the box's longest side: covers any crop of enlargement up to this value, so
 # a 20000x20000 photo is never warped (or copied) whole.
@@ -123,11 +124,16 @@ class LandmarkDetector:
         batch_size: largest batch of face crops run at once.
         scheme: keypoint scheme name for the results (None: the registered
             scheme, or guessed from the keypoint count).
+        backend: ``"keras"`` runs the Keras model; ``"litert"`` first exports it
+            with ``fpezoo.deploy.convert`` (a few seconds) and runs it with the
+            LiteRT interpreter on one thread, the fastest CPU backend the
+            [deploy] benchmark measured (batch 1: 1-4x faster than Keras on
+            FPENet; keypoints agree within 1e-3 px).
     """
 
     def __init__(self, model=None, detector="default", enlarge=None, input_color=None,
                  visibility_threshold=0.0, max_detection_side=DEFAULT_MAX_DETECTION_SIDE,
-                 batch_size=16, scheme=None):
+                 batch_size=16, scheme=None, backend="keras"):
         self.model, registered = _resolve_model(model)
         self.detector = get_detector(detector)
         self.input_size, self.input_color = _model_input(self.model, input_color)
@@ -141,6 +147,10 @@ class LandmarkDetector:
         self.max_detection_side = int(max_detection_side)
         self.num_keypoints = int(self.model.outputs[0].shape[1])
         self.scheme = scheme or registered.get("scheme") or _scheme_name(self.num_keypoints)
+        if backend not in BACKENDS:
+            raise ValueError(f"`backend` must be one of {BACKENDS}. Received: backend={backend!r}")
+        self.backend = backend
+        self._litert_runner = _litert_runner(self.model, self.input_size) if backend == "litert" else None
 
     def __repr__(self):
         return (f"LandmarkDetector(model={self.model.name!r}, detector={self.detector!r}, "
@@ -262,10 +272,14 @@ class LandmarkDetector:
             padded = 2 ** math.ceil(math.log2(len(batch)))
             if padded > len(batch):
                 batch = np.concatenate([batch, np.zeros((padded - len(batch),) + batch.shape[1:], batch.dtype)])
-            outputs = self.model.predict_on_batch(batch)
+            if self._litert_runner is None:
+                batch_keypoints, batch_confidence = self.model.predict_on_batch(batch)
+            else:
+                outputs = self._litert_runner(images=batch)
+                batch_keypoints, batch_confidence = outputs["keypoints"], outputs["confidence"]
             count = min(self.batch_size, len(crops) - start)
-            keypoints.append(np.asarray(outputs[0])[:count])
-            confidence.append(np.asarray(outputs[1])[:count])
+            keypoints.append(np.asarray(batch_keypoints)[:count])
+            confidence.append(np.asarray(batch_confidence)[:count])
         return np.concatenate(keypoints), np.concatenate(confidence)
 
     def _face(self, image, detection, crop_keypoints, crop_confidence, transform):
@@ -424,6 +438,25 @@ def _resolve_model(model):
         "`model` must be a registered weights name, a '.keras' path, a Keras model or a model "
         f"builder. Received: model={model!r}"
     )
+
+
+def _litert_runner(model, input_size):
+    """Exports ``model`` to LiteRT and returns its signature runner.
+
+    The runner takes ``images=`` float32 ``(N, h, w, C)`` crops (any N) and
+    returns ``{"keypoints", "confidence"}``.
+    """
+    import tempfile
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from fpezoo.deploy.convert import convert
+
+    with tempfile.TemporaryDirectory(prefix="fpezoo_litert_") as folder:
+        path = pathlib.Path(folder) / "model.tflite"
+        convert(model, path, to="litert", input_size=input_size)
+        content = path.read_bytes()
+    return Interpreter(model_content=content, num_threads=1).get_signature_runner()
 
 
 def _model_input(model, input_color):

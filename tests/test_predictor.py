@@ -292,3 +292,19 @@ def test_tiny_faces_with_a_real_detector_are_found_or_skipped_not_errors():
     assert isinstance(faces, list)
     for face in faces:
         assert np.all(np.isfinite(face.keypoints)) and face.keypoints.shape == (1, 2)
+
+
+def test_litert_backend_matches_keras():
+    pytest.importorskip("ai_edge_litert")
+    from fpezoo.models.fpenet import FPENet
+
+    model = FPENet(num_keypoints=68, width=8)
+    image = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
+    boxes = [(180, 80, 270, 180), (0, 0, 200, 150), (150, 60, 300, 230)]
+    keras_faces = LandmarkDetector(model=model, detector=None, batch_size=2).predict(image, boxes=boxes)
+    litert = LandmarkDetector(model=model, detector=None, batch_size=2, backend="litert")
+    for keras_face, litert_face in zip(keras_faces, litert.predict(image, boxes=boxes)):
+        np.testing.assert_allclose(litert_face.keypoints, keras_face.keypoints, atol=1e-2)
+        np.testing.assert_allclose(litert_face.confidence, keras_face.confidence, atol=1e-4)
+    with pytest.raises(ValueError, match="Received: backend='onnx'"):
+        LandmarkDetector(model=model, detector=None, backend="onnx")
