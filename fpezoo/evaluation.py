@@ -71,12 +71,12 @@ class KerasRunner:
     """
 
     def __init__(self, model, input_color=None):
-        from fpezoo.predictor import _model_input, _resolve_model
+        from fpezoo.predictor import model_input_spec, resolve_model
 
-        self.model, registered = _resolve_model(os.fspath(model) if isinstance(model, pathlib.Path) else model)
+        self.model, registered = resolve_model(os.fspath(model) if isinstance(model, pathlib.Path) else model)
         self.name = model if isinstance(model, (str, os.PathLike)) else self.model.name
         self.name = os.fspath(self.name)
-        self.input_size, self.input_color = _model_input(self.model, input_color)
+        self.input_size, self.input_color = model_input_spec(self.model, input_color)
         self.num_keypoints = int(self.model.outputs[0].shape[1])
         self.scheme = registered.get("scheme")
         self.enlarge = registered.get("enlarge")

@@ -134,9 +134,9 @@ class LandmarkDetector:
     def __init__(self, model=None, detector="default", enlarge=None, input_color=None,
                  visibility_threshold=0.0, max_detection_side=DEFAULT_MAX_DETECTION_SIDE,
                  batch_size=16, scheme=None, backend="keras"):
-        self.model, registered = _resolve_model(model)
+        self.model, registered = resolve_model(model)
         self.detector = get_detector(detector)
-        self.input_size, self.input_color = _model_input(self.model, input_color)
+        self.input_size, self.input_color = model_input_spec(self.model, input_color)
         self.enlarge = float(enlarge if enlarge is not None else registered.get("enlarge", DEFAULT_ENLARGE))
         if not self.enlarge > 0:
             raise ValueError(f"`enlarge` must be positive. Received: enlarge={enlarge!r}")
@@ -410,8 +410,23 @@ def draw_faces(image_rgb, faces, radius=None):
 
 # -- helpers -------------------------------------------------------------------
 
-def _resolve_model(model):
-    """Returns ``(keras_model, registered_info)`` for the ``model`` argument."""
+def resolve_model(model):
+    """Turns the ``model`` argument of the predictor (and evaluator) into a Keras model.
+
+    Args:
+        model: None (the default registered weights, :func:`default_model_name`),
+            a registered weights name, a ``.keras`` path, a Keras model, or a
+            builder called without arguments.
+
+    Returns:
+        ``(keras_model, registered_info)``: for registered weights,
+        ``registered_info`` holds the entry's ``scheme`` and its ``crop``
+        settings (e.g. ``enlarge``); otherwise it is ``{}``.
+
+    Raises:
+        FileNotFoundError: a ``.keras`` path that does not exist.
+        TypeError: any other kind of argument.
+    """
     import keras
 
     if model is None:
@@ -459,8 +474,23 @@ def _litert_runner(model, input_size):
     return Interpreter(model_content=content, num_threads=1).get_signature_runner()
 
 
-def _model_input(model, input_color):
-    """``((height, width), colour)`` of the crops the model takes."""
+def model_input_spec(model, input_color):
+    """The size and colour order of the face crops a landmark model takes.
+
+    Args:
+        model: a Keras landmark model. When its input has no fixed size, the
+            output size of its ``FacePreprocessing`` layer gives it.
+        input_color: ``"rgb"``, ``"bgr"`` or ``"grayscale"``; None reads it
+            from the model (one channel: grayscale; else the preprocessing
+            layer's colour, or RGB).
+
+    Returns:
+        ``((height, width), colour)``.
+
+    Raises:
+        ValueError: the size cannot be known, or the colour does not match the
+            model's input channels.
+    """
     from fpezoo.layers import FacePreprocessing
 
     shape = tuple(model.inputs[0].shape[1:])
