@@ -24,18 +24,22 @@ def configure_parser(parser):
 
 
 def run(args):
-    """Runs the demo; returns 0, or 2 when no model is available."""
+    """Runs the demo; returns 0, or 2 when no model is available or the photo is unreadable."""
     from PIL import Image
 
-    from fpezoo.imageio import load_image
+    from fpezoo.imageio import ImageReadError, load_image
     from fpezoo.predictor import LandmarkDetector, draw_faces
 
+    try:
+        image = load_image(args.image)
+    except (FileNotFoundError, ImageReadError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         predictor = LandmarkDetector(model=args.model, detector=args.detector)
     except LookupError as error:
         print(f"error: fpezoo demo needs trained weights. {error}", file=sys.stderr)
         return 2
-    image = load_image(args.image)
     faces = predictor.predict(image)
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

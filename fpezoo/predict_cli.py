@@ -4,8 +4,9 @@
   folder of thousands of images runs in flat memory, with a progress bar.
 * Output goes to ``--output`` as JSON lines (``.jsonl``, one record per image or
   video frame, written as it goes) or CSV (``.csv``, one row per face), or to
-  standard output. An existing output is never overwritten without ``--force``;
-  ``--resume`` skips the inputs it already holds.
+  standard output. An existing output, or an existing drawing of an input to
+  run, is never overwritten without ``--force``; ``--resume`` skips the inputs
+  the output already holds (and continues their drawing folder).
 * Unreadable files (missing, empty, truncated, not an image) are reported in the
   output (an ``error`` field) and on standard error, and the run goes on; the
   exit code is 1 when any input failed.
@@ -47,7 +48,7 @@ def configure_parser(parser):
                         help="output file, .jsonl (JSON lines) or .csv (default: JSON lines on stdout)")
     parser.add_argument("--draw", metavar="DIR", default=None,
                         help="write annotated images (PNG) and videos (MP4) into DIR")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output and drawings")
     parser.add_argument("--resume", action="store_true",
                         help="append to an existing output, skipping inputs it already holds")
     parser.add_argument("--batch-size", type=int, default=8, help="images loaded and run at once")
@@ -65,25 +66,25 @@ def run(args):
     try:
         images, videos, relative = collect_inputs(args.inputs)
         check_output(args.output, force=args.force, resume=args.resume)
+        drawings = None if args.draw is None else drawing_paths(args.draw, images, videos, relative)
+        if drawings is not None:
+            check_drawings(drawings.values(), force=args.force, resume=args.resume)
         predictor = LandmarkDetector(
             model=args.model, detector=None if args.detector == "none" else args.detector,
-            visibility_threshold=args.visibility_threshold, batch_size=max(args.batch_size, 1),
+            visibility_threshold=args.visibility_threshold, batch_size=args.batch_size,
             backend=args.backend,
         )
+        writer = ResultWriter(args.output, predictor.num_keypoints, resume=args.resume)
     except (FileNotFoundError, FileExistsError, LookupError, ValueError, TypeError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    writer = ResultWriter(args.output, predictor.num_keypoints, resume=args.resume)
-    drawings = None if args.draw is None else {
-        path: pathlib.Path(args.draw) / relative[path] for path in images + videos
-    }
     pending_images = [path for path in images if str(path) not in writer.done]
     pending_videos = [path for path in videos if str(path) not in writer.done]
     failures = 0
     try:
         failures += _predict_images(predictor, pending_images, writer, drawings, args)
         for video in pending_videos:
-            failures += predict_video(predictor, video, writer, drawings and drawings[video].with_suffix(".mp4"),
+            failures += predict_video(predictor, video, writer, None if drawings is None else drawings[video],
                                       show_progress=not args.no_progress)
     finally:
         writer.close()
@@ -112,6 +113,41 @@ def check_output(path, force=False, resume=False):
         raise FileExistsError(
             "The output exists: pass --force to overwrite it or --resume to continue it. "
             f"Received: output={str(path)!r}"
+        )
+
+
+def drawing_paths(folder, images, videos, relative):
+    """Where ``--draw`` puts each input's drawing: a PNG per image, an MP4 per video.
+
+    Args:
+        folder: the ``--draw`` folder.
+        images, videos: input paths.
+        relative: each path's name relative to its input folder (see
+            :func:`collect_inputs`).
+
+    Returns:
+        A dict from input path to drawing path.
+    """
+    folder = pathlib.Path(folder)
+    drawings = {path: (folder / relative[path]).with_suffix(".png") for path in images}
+    drawings.update({path: (folder / relative[path]).with_suffix(".mp4") for path in videos})
+    return drawings
+
+
+def check_drawings(paths, force=False, resume=False):
+    """Checks that no drawing would overwrite a file.
+
+    Raises:
+        FileExistsError: some of ``paths`` exist and neither ``force`` nor
+            ``resume`` (which continues an earlier run into the same folder).
+    """
+    if force or resume:
+        return
+    existing = sorted(str(path) for path in paths if path.exists())
+    if existing:
+        raise FileExistsError(
+            f"--draw would overwrite {len(existing)} existing file(s): pass --force to overwrite "
+            f"them or choose another folder. Received: drawing={existing[0]!r}"
         )
 
 
@@ -162,7 +198,7 @@ def _predict_images(predictor, paths, writer, drawings, args):
     failures = 0
     progress = _progress(total=len(paths), unit="img", disable=args.no_progress or len(paths) < 2)
     batches = iter(paths)
-    while batch := list(itertools.islice(batches, max(args.batch_size, 1))):
+    while batch := list(itertools.islice(batches, args.batch_size)):
         loaded = []
         for path in batch:
             try:
@@ -177,7 +213,7 @@ def _predict_images(predictor, paths, writer, drawings, args):
             for (path, image), faces in zip(loaded, predictor.landmarks(rgb_images, detections)):
                 writer.write(str(path), faces)
                 if drawings is not None:
-                    _save_png(draw_faces(image, faces), drawings[path].with_suffix(".png"))
+                    _save_png(draw_faces(image, faces), drawings[path])
         progress.update(len(batch))
     progress.close()
     return failures

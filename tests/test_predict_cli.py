@@ -96,6 +96,65 @@ def test_csv_output_one_row_per_face(photo_folder, model_path, tmp_path):
     assert next(r for r in rows if r["source"].endswith("text.jpg"))["error"]
 
 
+def test_folder_streams_one_batch_at_a_time(tmp_path, model_path, monkeypatch):
+    import weakref
+
+    from fpezoo import predict_cli
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(12):
+        Image.fromarray(draw_dot(np.zeros((64, 64, 3), np.uint8), 5 + 4 * index, 30)).save(
+            folder / f"{index:02d}.png")
+    alive, peak = [], []
+    load_image = predict_cli.load_image
+
+    def counting_load_image(path):
+        image = load_image(path)
+        alive.append(weakref.ref(image))
+        peak.append(sum(ref() is not None for ref in alive))
+        return image
+
+    monkeypatch.setattr(predict_cli, "load_image", counting_load_image)
+    output = tmp_path / "many.jsonl"
+    assert predict(folder, "--model", model_path, "--detector", "none", "-o", output, "--batch-size", "2") == 0
+    assert len(read_jsonl(output)) == 12 and len(peak) == 12
+    # At most the batch being loaded and the one before it: memory does not grow with the folder.
+    assert max(peak) <= 4, peak
+
+
+def test_faceless_folder_gives_empty_results_with_a_progress_bar(tmp_path, model_path, capsys):
+    folder = tmp_path / "blank"
+    folder.mkdir()
+    for index in range(3):
+        Image.fromarray(np.full((64, 64, 3), 60 * index, np.uint8)).save(folder / f"{index}.png")
+    output = tmp_path / "blank.jsonl"
+    assert main(["predict", str(folder), "--model", model_path, "--detector", "lbp", "-o", str(output)]) == 0
+    records = read_jsonl(output)
+    assert len(records) == 3 and all(r["faces"] == [] and "error" not in r for r in records)
+    err = capsys.readouterr().err
+    assert "3/3" in err and "img" in err  # the tqdm bar
+    assert predict(folder, "--model", model_path, "-o", tmp_path / "b.jsonl", "--batch-size", "0") == 2
+    assert "Received: batch_size=0" in capsys.readouterr().err
+
+
+def test_drawings_are_never_overwritten_without_force(tmp_path, model_path, capsys):
+    folder, drawings = tmp_path / "one", tmp_path / "drawn"
+    folder.mkdir()
+    Image.fromarray(draw_dot(np.zeros((64, 64, 3), np.uint8), 20, 30)).save(folder / "a.jpg")
+    assert predict(folder, "--model", model_path, "--detector", "none", "-o", tmp_path / "1.jsonl",
+                   "--draw", drawings) == 0
+    drawing = drawings / "a.png"
+    drawing.write_bytes(b"kept")  # stands for a drawing the user wants to keep
+    assert predict(folder, "--model", model_path, "--detector", "none", "-o", tmp_path / "2.jsonl",
+                   "--draw", drawings) == 2
+    assert "--draw would overwrite 1 existing file(s)" in capsys.readouterr().err
+    assert drawing.read_bytes() == b"kept" and not (tmp_path / "2.jsonl").exists()
+    assert predict(folder, "--model", model_path, "--detector", "none", "-o", tmp_path / "2.jsonl",
+                   "--draw", drawings, "--force") == 0
+    assert Image.open(drawing).size == (64, 64)
+
+
 def test_missing_input_and_bad_output_suffix(model_path, tmp_path, capsys):
     output = tmp_path / "out.jsonl"
     assert predict(tmp_path / "missing.png", "--model", model_path, "--detector", "none", "-o", output) == 1
@@ -148,6 +207,31 @@ def test_demo_writes_an_annotated_png(tmp_path, model_path, capsys):
     assert main(["demo", "--model", model_path, "-o", str(output)]) == 0
     assert Image.open(output).size == (512, 512)
     assert f"wrote {output.resolve()}" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_uses_the_default_registered_weights_and_draws_on_the_face(tmp_path, capsys):
+    pytest.importorskip("mtcnn")
+    from fpezoo.predictor import default_model_name
+    from fpezoo.weights import registry_entry
+
+    output = tmp_path / "demo.png"
+    assert main(["demo", "-o", str(output)]) == 0
+    out = capsys.readouterr().out
+    enlarge = registry_entry(default_model_name())["crop"]["enlarge"]
+    assert "68 keypoints" in out and f"enlarge={enlarge}" in out, out
+    # Everything drawn (box and keypoints) lies on Eileen Collins' face.
+    changed = np.any(np.asarray(Image.open(output).convert("RGB"))
+                     != np.asarray(Image.open(ASTRONAUT).convert("RGB")), axis=-1)
+    rows, cols = np.nonzero(changed)
+    assert 150 <= cols.min() and cols.max() <= 290 and 50 <= rows.min() and rows.max() <= 200
+    assert cols.max() - cols.min() > 60 and rows.max() - rows.min() > 80
+
+
+def test_demo_with_an_unreadable_photo_says_so(tmp_path, model_path, capsys):
+    assert main(["demo", "--model", model_path, "--image", str(tmp_path / "none.jpg"),
+                 "-o", str(tmp_path / "demo.png")]) == 2
+    assert "Image file not found. Received: path=" in capsys.readouterr().err
 
 
 def test_demo_without_registered_weights_says_so(tmp_path, monkeypatch, capsys):

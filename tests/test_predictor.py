@@ -139,12 +139,14 @@ def test_whole_image_crop_maps_keypoints_back(gray_predictor, shape, dot):
 
 def test_given_boxes_even_partly_outside_the_image(gray_predictor):
     image = draw_dot(np.zeros((120, 160, 3), np.uint8), 10, 100)
-    boxes = [(-30, 70, 40, 140), (5, 90, 25, 110), (100, 0, 150, 50)]
+    boxes = [(-30, 70, 40, 140), (5, 90, 25, 110), (100, 0, 150, 50), (-90, -80, -20, -10)]
     faces = gray_predictor.predict(image, boxes=boxes)
     assert [f.box for f in faces] == [tuple(map(float, b)) for b in boxes]
     assert_near(faces[0].keypoints[0], (10, 100), 1.5)
     assert_near(faces[1].keypoints[0], (10, 100), 0.8)
     assert faces[2].confidence[0] == 0  # no dot in that box
+    # A box wholly outside: its keypoint is marked not visible, not an error.
+    assert faces[3].visibility.tolist() == [False] and np.isfinite(faces[3].keypoints).all()
 
 
 def test_rgb_and_bgr_models_get_their_channel_order():
