@@ -14,7 +14,13 @@ Benchmarks (data from ``../shared/data`` or ``$FPEZOO_DATA``, see its README):
   the eye centres, failure rate at NME > 0.1. Models with more points are
   scored on the five points their scheme converts to
   (:func:`fpezoo.schemes.convert_keypoints`: eye centres are the mean of the
-  eye contours).
+  eye contours). Framing (``box``): ``"landmarks"`` crops a square of
+  ``enlarge`` times the longer side of the labels' five-point box
+  (:func:`with_landmark_boxes`, the rule the ``retail5_mtfl`` weights were
+  trained with, as the issue-5 peer numbers were measured: "a tight box
+  derived from the labels"); ``"image"`` takes each 80x80 loose crop whole
+  (the official-style protocol). The default is the registered model's
+  framing (:func:`crop_framing`).
 * ``"records"``: any labelled set read by a reader of
   :mod:`fpezoo.data.readers` (e.g. a TAO JSON file): TAO's region pixel errors
   (FPENet's KPI, in original-image pixels) and an NME.
@@ -28,10 +34,13 @@ exported ``.onnx`` file (run with onnxruntime).
 Command line::
 
     fpezoo evaluate MODEL --benchmark aflw2000-3d --out result.json
+    fpezoo evaluate retail5_mtfl --benchmark mtfl --box image
     fpezoo evaluate --ced a.json b.json --out ced.png
 """
 
+import dataclasses
 import json
+import numbers
 import os
 import pathlib
 import sys
@@ -43,11 +52,13 @@ from fpezoo import metrics, schemes
 from fpezoo.predictor import DEFAULT_ENLARGE
 
 BENCHMARKS = ("aflw2000-3d", "mtfl", "records")
-# Crops: the side of the square crop is DEFAULT_ENLARGE times the longer side of
-# a face's landmark box, the framing of the AFLW training crops (measured in
-# fpezoo.predictor). Loose face crops without a box (MTFL test) are taken whole:
-# MTFL test's framing matches the AFLW training crops' (median eye-centre
-# distance 0.298 vs 0.286 of the crop side).
+# Crops: the side of the square crop is `enlarge` times the longer side of a
+# face's box: the registered model's "crop" enlarge, else DEFAULT_ENLARGE (the
+# framing of the AFLW training crops, measured in fpezoo.predictor). Loose face
+# crops without a box are taken whole; for MTFL test that is the "image" framing
+# (it matches the AFLW training crops': median eye-centre distance 0.298 vs
+# 0.286 of the crop side), "landmarks" frames the labels' five-point box.
+MTFL_BOXES = ("landmarks", "image")
 FAILURE_THRESHOLD = 0.1
 # Benchmark -> per-face error list plotted by the CED command.
 PRIMARY_ERRORS = {"aflw2000-3d": "nme_box", "mtfl": "nme_eye_centres", "records": "nme"}
@@ -141,6 +152,79 @@ def model_runner(model, input_color=None):
     if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".onnx"):
         return OnnxRunner(model, input_color)
     return KerasRunner(model, input_color)
+
+
+# --------------------------------------------------------------------------- framing
+def with_landmark_boxes(records, scheme):
+    """Records in ``scheme`` whose box is the box of their points.
+
+    The crop rule of the ``retail5_mtfl`` weights (training in
+    ``scripts/train_retail5.py`` and the MTFL ``"landmarks"`` framing): the
+    face box is the tight box of the points
+    (:func:`fpezoo.data.records.landmark_box`), which a crop then enlarges.
+    Records of other schemes are converted to ``scheme``
+    (:func:`fpezoo.schemes.convert_keypoints`); a record is kept only when all
+    of ``scheme``'s points are visible (the rule needs the full box).
+
+    Args:
+        records: :class:`fpezoo.data.records.LandmarkRecord` list.
+        scheme: the scheme whose points make the box (e.g. ``"five_point"``).
+
+    Returns:
+        ``(records, dropped)``: the framed records, all points visible, and
+        how many records lacked one of the points.
+    """
+    num_keypoints = schemes.get_scheme(scheme).num_keypoints
+    framed = []
+    for record in records:
+        keypoints, visibility = record.keypoints, record.visibility
+        if record.scheme != scheme:
+            keypoints, visibility = schemes.convert_keypoints(keypoints, visibility, record.scheme, scheme)
+        if not (np.asarray(visibility) > 0).all() or not np.isfinite(keypoints).all():
+            continue
+        record = dataclasses.replace(record, keypoints=np.asarray(keypoints, dtype="float64"),
+                                     visibility=np.ones(num_keypoints, dtype="float32"), scheme=scheme)
+        framed.append(dataclasses.replace(record, box=record.landmark_box()))
+    return framed, len(records) - len(framed)
+
+
+def crop_framing(runner, benchmark, enlarge=None, box=None):
+    """The crop a benchmark uses for a model: ``(enlarge, box)``.
+
+    ``enlarge`` (crop side over the longer side of the face box): an explicit
+    value wins, then the registered model's ``"crop": {"enlarge": ...}``, then
+    :data:`DEFAULT_ENLARGE`. ``box`` (MTFL only, None for the other
+    benchmarks): an explicit value wins; by default ``"landmarks"`` for a
+    registered five-point model (its registered crop is ``enlarge`` times the
+    box of its five points, which the MTFL labels give), else ``"image"`` (a
+    registered 68-point model's box needs 68 points, which MTFL lacks).
+
+    Args:
+        runner: a :func:`model_runner`.
+        benchmark: one of :data:`BENCHMARKS`.
+        enlarge: explicit enlargement, or None.
+        box: ``"landmarks"``, ``"image"`` or None (for ``"mtfl"`` only).
+
+    Returns:
+        ``(enlarge, box)``: a positive float and a value of
+        :data:`MTFL_BOXES` (None for the other benchmarks).
+    """
+    if enlarge is None:
+        enlarge = runner.enlarge if runner.enlarge is not None else DEFAULT_ENLARGE
+    if not isinstance(enlarge, numbers.Real) or not 0 < enlarge < np.inf:
+        raise ValueError(f"`enlarge` must be a positive number. Received: enlarge={enlarge!r}")
+    if benchmark != "mtfl":
+        if box is not None:
+            raise ValueError(
+                f"`box` chooses the framing of the 'mtfl' benchmark only. Received: box={box!r}, "
+                f"benchmark={benchmark!r}")
+        return float(enlarge), None
+    if box is None:
+        registered_five_point = runner.enlarge is not None and runner.scheme == "five_point"
+        box = "landmarks" if registered_five_point else "image"
+    if box not in MTFL_BOXES:
+        raise ValueError(f"`box` must be one of {MTFL_BOXES}. Received: box={box!r}")
+    return float(enlarge), box
 
 
 # --------------------------------------------------------------------------- prediction
@@ -241,7 +325,7 @@ def yaw_binned_statistics(errors, yaw_deg, threshold=FAILURE_THRESHOLD):
 # --------------------------------------------------------------------------- benchmarks
 def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size=64, limit=None,
              output=None, flip_test=False, scheme=None, input_color=None, reader=None,
-             reader_options=None, progress=True):
+             reader_options=None, progress=True, box=None):
     """Scores a model on a benchmark and returns (and optionally saves) the numbers.
 
     Args:
@@ -253,7 +337,7 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
             :func:`data_dir`.
         enlarge: crop side over the longer side of the face box (default: the
             registered model's, else :data:`DEFAULT_ENLARGE`); faces without a
-            box (MTFL's loose crops) are taken whole.
+            box (MTFL's loose crops with ``box="image"``) are taken whole.
         batch_size: crops per model call.
         limit: score only the first ``limit`` faces (quick checks; the JSON says so).
         output: optional JSON path for the results.
@@ -263,6 +347,9 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
         reader: for ``"records"``, a reader name of ``fpezoo.training.READERS``.
         reader_options: keyword arguments for that reader.
         progress: show a progress bar.
+        box: for ``"mtfl"``, ``"landmarks"`` (crop from the labels' five-point
+            box) or ``"image"`` (each loose crop whole); default: the
+            registered model's framing (see :func:`crop_framing`).
 
     Returns:
         A JSON-able dict of results, including ``per_face`` errors (for CED plots).
@@ -271,9 +358,9 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
         raise ValueError(f"`benchmark` must be one of {BENCHMARKS}. Received: benchmark={benchmark!r}")
     runner = model_runner(model, input_color)
     model_scheme = scheme or runner.scheme or schemes.scheme_for_num_keypoints(runner.num_keypoints).name
-    enlarge = float(enlarge or runner.enlarge or DEFAULT_ENLARGE)
+    enlarge, box = crop_framing(runner, benchmark, enlarge, box)
     started = time.time()
-    options = {"enlarge": enlarge, "batch_size": batch_size, "flip_test": flip_test,
+    options = {"enlarge": enlarge, "box": box, "batch_size": batch_size, "flip_test": flip_test,
                "progress": progress, "scheme": model_scheme}
     if benchmark == "aflw2000-3d":
         results = _evaluate_aflw2000_3d(runner, data, limit, options)
@@ -285,8 +372,9 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
         "benchmark": benchmark,
         "model": runner.name,
         "model_scheme": model_scheme,
-        "crop": {"enlarge": enlarge, "input_size": list(runner.input_size),
-                 "input_color": runner.input_color, "flip_test": flip_test},
+        "crop": {"enlarge": enlarge, **({"box": box} if box is not None else {}),
+                 "input_size": list(runner.input_size), "input_color": runner.input_color,
+                 "flip_test": flip_test},
         "limit": limit,
         "seconds": round(time.time() - started, 1),
         "primary": PRIMARY_ERRORS[benchmark],
@@ -351,7 +439,10 @@ def _evaluate_mtfl(runner, list_file, limit, options):
 
     list_file = pathlib.Path(list_file) if list_file is not None else data_dir() / "mtfl" / "test.txt"
     records = _limited(read_mtfl(list_file), limit)
-    # The records have no box: the loose 80x80 crops are taken whole.
+    if options["box"] == "landmarks":
+        # MTFL rows label all five points, so no record is dropped.
+        records, _ = with_landmark_boxes(records, "five_point")
+    # Otherwise the records have no box: the loose 80x80 crops are taken whole.
     predicted, _ = predict_records(runner, records, options["enlarge"], options["batch_size"],
                                    options["flip_test"], options["scheme"], options["progress"], "MTFL")
     predicted = to_scheme(predicted, options["scheme"], "five_point")
@@ -486,7 +577,13 @@ def configure_parser(parser):
     parser.add_argument("--benchmark", default="aflw2000-3d", choices=BENCHMARKS)
     parser.add_argument("--data", help="benchmark folder / list / label file (default: ../shared/data)")
     parser.add_argument("--reader", help="reader for --benchmark records (e.g. tao_json)")
-    parser.add_argument("--enlarge", type=float, help="crop side over the face box's longer side")
+    parser.add_argument("--enlarge", type=float,
+                        help="crop side over the face box's longer side (default: the registered "
+                             f"model's, else {DEFAULT_ENLARGE})")
+    parser.add_argument("--box", choices=MTFL_BOXES,
+                        help="MTFL framing: 'landmarks' crops from the labels' five-point box, "
+                             "'image' takes each 80x80 crop whole (default: the registered model's "
+                             "framing: landmarks for five-point models, else image)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, help="only the first N faces (quick check)")
     parser.add_argument("--flip-test", action="store_true", help="average with mirrored crops")
@@ -511,7 +608,7 @@ def run(args):
     results = evaluate(
         args.model, args.benchmark, data=args.data, enlarge=args.enlarge, batch_size=args.batch_size,
         limit=args.limit, output=args.out, flip_test=args.flip_test, scheme=args.scheme,
-        reader=args.reader, progress=not args.no_progress,
+        reader=args.reader, progress=not args.no_progress, box=args.box,
     )
     print(format_table(results))
     if args.out:

@@ -7,10 +7,11 @@ parameters, 0.0207 GFLOPs).
 
 Crop rule (the same for training, evaluation and the official model): the
 square of side ``enlarge`` times the longer side of the box of the five
-points (:func:`fpezoo.data.records.landmark_box`), centred on that box,
+points (:func:`fpezoo.evaluation.with_landmark_boxes`), centred on that box,
 resized to 48x48 (:func:`fpezoo.data.pipeline.crop_transform`). At test time
 the box comes from the ground-truth points, as the peer numbers of issue 5
-were measured ("fed a tight box derived from the labels").
+were measured ("fed a tight box derived from the labels"); it is the
+``--box landmarks`` framing of ``fpezoo evaluate MODEL --benchmark mtfl``.
 
 Training data (``configs/retail5_mtfl.json``, key ``"data"``):
 
@@ -48,7 +49,6 @@ and the failure rate at NME > 0.1 for each ``--enlarge``.
 """
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import sys
@@ -58,7 +58,7 @@ import numpy as np
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from fpezoo import schemes  # noqa: E402
+from fpezoo.evaluation import with_landmark_boxes  # noqa: E402
 
 SCHEME = "five_point"
 INPUT_SHAPE = (48, 48, 3)
@@ -67,32 +67,6 @@ FAILURE_THRESHOLD = 0.1
 
 
 # --------------------------------------------------------------------------- records
-def with_landmark_boxes(records):
-    """Five-point records framed by the box of their five points.
-
-    Records of other schemes are converted to the five points; a record keeps
-    only when all five are visible (the crop rule needs the full box).
-
-    Args:
-        records: :class:`fpezoo.data.records.LandmarkRecord` list.
-
-    Returns:
-        ``(records, dropped)``: the framed five-point records and how many
-        records lacked one of the five points.
-    """
-    framed = []
-    for record in records:
-        keypoints, visibility = record.keypoints, record.visibility
-        if record.scheme != SCHEME:
-            keypoints, visibility = schemes.convert_keypoints(keypoints, visibility, record.scheme, SCHEME)
-        if not (np.asarray(visibility) > 0).all() or not np.isfinite(keypoints).all():
-            continue
-        record = dataclasses.replace(record, keypoints=np.asarray(keypoints, dtype="float64"),
-                                     visibility=np.ones(5, dtype="float32"), scheme=SCHEME)
-        framed.append(dataclasses.replace(record, box=record.landmark_box()))
-    return framed, len(records) - len(framed)
-
-
 def mtfl_training_records(list_file):
     """MTFL training records without the rows whose points lie off the face."""
     from fpezoo.data.readers import find_off_face_rows, read_mtfl
@@ -121,11 +95,11 @@ def training_sources(data, seed):
     records, report["mtfl"] = mtfl_training_records(data["mtfl"])
     candidates = [(records, data.get("mtfl_weight", 1.0), "mtfl")]
     if data.get("aflw_crops"):
-        aflw, missing = with_landmark_boxes(read_aflw_crops(data["aflw_crops"]))
+        aflw, missing = with_landmark_boxes(read_aflw_crops(data["aflw_crops"]), SCHEME)
         report["aflw_crops"] = {"faces": len(aflw), "dropped_without_all_five": missing}
         candidates.append((aflw, data.get("aflw_weight", 1.0), "aflw_crops"))
     for records, weight, name in candidates:
-        records, _ = with_landmark_boxes(records)
+        records, _ = with_landmark_boxes(records, SCHEME)
         train = [r for r in records if not in_validation_split(r, fraction, seed)]
         held_out = [r for r in records if in_validation_split(r, fraction, seed)]
         report.setdefault(name, {}).update({"train": len(train), "validation": len(held_out)})
@@ -229,6 +203,8 @@ def load_model(model):
 def mtfl_test_errors(model, enlarge, list_file, input_color=None, limit=None, batch_size=256):
     """Per-face NME (eye-centre distance) on MTFL test, crops from the ground-truth boxes.
 
+    ``fpezoo.evaluate(model, "mtfl", box="landmarks")`` with this recipe's arguments.
+
     Args:
         model: a Keras landmark model (five points).
         enlarge: crop side over the longer side of the five points' box.
@@ -240,18 +216,12 @@ def mtfl_test_errors(model, enlarge, list_file, input_color=None, limit=None, ba
     Returns:
         float64 ``(N,)`` errors (infinite for a face with non-finite predictions).
     """
-    from fpezoo import metrics
-    from fpezoo.data.readers import read_mtfl
-    from fpezoo.evaluation import failed_as_inf, model_runner, predict_records
+    from fpezoo.evaluation import evaluate as evaluate_benchmark
 
-    records = read_mtfl(list_file)[:limit]
-    records, _ = with_landmark_boxes(records)
-    runner = model_runner(model, input_color)
-    predicted, _ = predict_records(runner, records, enlarge, batch_size, progress=False)
-    target = np.stack([record.keypoints for record in records])
-    errors, _ = failed_as_inf(
-        metrics.nme(predicted, target, normalization="eye_centres", scheme=SCHEME), predicted)
-    return errors
+    results = evaluate_benchmark(model, "mtfl", data=list_file, enlarge=enlarge, box="landmarks",
+                                 batch_size=batch_size, limit=limit, scheme=SCHEME,
+                                 input_color=input_color, progress=False)
+    return np.asarray(results["per_face"]["nme_eye_centres"], dtype="float64")
 
 
 def evaluate(model_name, enlarges, list_file, limit=None, output=None):

@@ -162,6 +162,90 @@ def test_mtfl_nme_by_eye_centres(tmp_path):
     assert shifted["nme_eye_centres"]["failure_rate"] == 1.0  # 0.15 > 0.1
 
 
+def test_landmark_boxes_are_the_labels_point_boxes():
+    from fpezoo.data.records import LandmarkRecord
+
+    five = LandmarkRecord(np.zeros((80, 80, 3), np.uint8), MTFL_POINTS, np.ones(5), None,
+                          "five_point", "test")
+    aflw = np.full((21, 2), np.nan)
+    aflw[[7, 10, 14, 17, 19]] = MTFL_POINTS + 100.0  # eye centres, nose tip, mouth corners
+    visible = np.isfinite(aflw[:, 0]).astype("float32")
+    converted = LandmarkRecord(np.zeros((200, 200, 3), np.uint8), aflw, visible, None, "aflw21", "test")
+    visible = visible.copy()
+    visible[14] = 0.0  # no nose tip: no full five-point box
+    aflw[14] = np.nan
+    incomplete = LandmarkRecord(np.zeros((200, 200, 3), np.uint8), aflw, visible, None, "aflw21", "test")
+    framed, dropped = evaluation.with_landmark_boxes([five, incomplete, converted], "five_point")
+    assert dropped == 1 and len(framed) == 2
+    assert framed[0].box == (30.0, 35.0, 50.0, 55.0)
+    assert framed[1].box == (130.0, 135.0, 150.0, 155.0)
+    assert framed[1].scheme == "five_point"
+    np.testing.assert_allclose(framed[1].keypoints, MTFL_POINTS + 100.0)
+
+
+def test_mtfl_landmarks_box_crops_the_enlarged_label_box(tmp_path):
+    from fpezoo import cli
+
+    list_file = write_mtfl(tmp_path / "mtfl", MTFL_POINTS)
+    # The labels' box is (30, 35)-(50, 55); enlarge 2.0 crops the square of side 40 around
+    # its centre (40, 45): corners (20, 25)-(60, 65), resized 2x to 80x80 (pixel centres).
+    in_crop = (MTFL_POINTS - [20.0, 25.0] + 0.5) * 2.0 - 0.5
+    perfect = evaluation.evaluate(constant_model(in_crop), "mtfl", data=list_file, enlarge=2.0,
+                                  box="landmarks", progress=False)
+    assert perfect["crop"]["box"] == "landmarks" and perfect["crop"]["enlarge"] == 2.0
+    assert perfect["nme_eye_centres"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    # 2 crop pixels are 1 image pixel; the eye centres are 20 px apart.
+    model_path = tmp_path / "shifted.keras"
+    constant_model(in_crop + [0.0, 2.0]).save(model_path)
+    assert cli.main(["evaluate", str(model_path), "--benchmark", "mtfl", "--data", str(list_file),
+                     "--box", "landmarks", "--enlarge", "2", "--out", str(tmp_path / "box.json"),
+                     "--no-progress"]) == 0
+    assert json.loads((tmp_path / "box.json").read_text())["nme_eye_centres"]["mean"] == pytest.approx(
+        1.0 / 20.0, rel=1e-5)
+    # The same model with the whole-image framing: the default for an unregistered model.
+    whole = evaluation.evaluate(str(model_path), "mtfl", data=list_file, progress=False)
+    assert whole["crop"]["box"] == "image"
+    expected = np.linalg.norm(in_crop + [0.0, 2.0] - MTFL_POINTS, axis=1).mean() / 20.0
+    assert whole["nme_eye_centres"]["mean"] == pytest.approx(expected, rel=1e-5)
+
+
+def _runner(enlarge, scheme):
+    """A stand-in for a model runner with a registered crop (or none: enlarge None)."""
+    import types
+
+    return types.SimpleNamespace(enlarge=enlarge, scheme=scheme)
+
+
+def test_crop_framing_precedence():
+    five_point, ibug68, unregistered = _runner(2.0, "five_point"), _runner(1.41, "ibug68"), _runner(None, None)
+    # The registered enlarge wins over the default; an explicit one wins over both.
+    assert evaluation.crop_framing(ibug68, "aflw2000-3d") == (1.41, None)
+    assert evaluation.crop_framing(ibug68, "aflw2000-3d", enlarge=1.6) == (1.6, None)
+    assert evaluation.crop_framing(unregistered, "aflw2000-3d") == (evaluation.DEFAULT_ENLARGE, None)
+    assert evaluation.crop_framing(unregistered, "records", enlarge=1.2) == (1.2, None)
+    # MTFL: a registered five-point model is framed as trained, from its five points' box.
+    assert evaluation.crop_framing(five_point, "mtfl") == (2.0, "landmarks")
+    assert evaluation.crop_framing(five_point, "mtfl", box="image") == (2.0, "image")
+    assert evaluation.crop_framing(five_point, "mtfl", enlarge=1.8) == (1.8, "landmarks")
+    assert evaluation.crop_framing(ibug68, "mtfl") == (1.41, "image")
+    assert evaluation.crop_framing(unregistered, "mtfl") == (evaluation.DEFAULT_ENLARGE, "image")
+    assert evaluation.crop_framing(unregistered, "mtfl", box="landmarks") == (
+        evaluation.DEFAULT_ENLARGE, "landmarks")
+
+
+def test_registered_models_bring_their_crop(tmp_path):
+    from fpezoo.weights import registry_entry
+
+    list_file = write_mtfl(tmp_path / "mtfl", MTFL_POINTS)
+    retail = evaluation.evaluate("retail5_mtfl", "mtfl", data=list_file, progress=False)
+    assert retail["crop"]["enlarge"] == registry_entry("retail5_mtfl")["crop"]["enlarge"]
+    assert retail["crop"]["box"] == "landmarks"
+    write_aflw2000_3d(tmp_path / "aflw", YAWS[:2])
+    fpenet = evaluation.evaluate("fpenet68_w32", "aflw2000-3d", data=tmp_path / "aflw", progress=False)
+    assert fpenet["crop"]["enlarge"] == registry_entry("fpenet68_w32")["crop"]["enlarge"]
+    assert "box" not in fpenet["crop"]
+
+
 def test_flip_test_averages_mirrored_predictions(tmp_path):
     list_file = write_mtfl(tmp_path / "mtfl", MTFL_POINTS)
     # A constant model predicts the same points on the mirrored crop; flipped back
@@ -198,6 +282,12 @@ def test_bad_arguments_are_named(tmp_path):
         write_aflw2000_3d(tmp_path / "aflw", YAWS[:2])
         evaluation.evaluate(constant_model(MTFL_POINTS), "aflw2000-3d", data=tmp_path / "aflw",
                             progress=False)
+    with pytest.raises(ValueError, match="Received: box='tight'"):
+        evaluation.evaluate(constant_model(MTFL_POINTS), "mtfl", box="tight")
+    with pytest.raises(ValueError, match="'mtfl' benchmark only. Received: box='landmarks'"):
+        evaluation.evaluate(constant_model(MTFL_POINTS), "aflw2000-3d", box="landmarks")
+    with pytest.raises(ValueError, match="Received: enlarge=0"):
+        evaluation.evaluate(constant_model(MTFL_POINTS), "mtfl", enlarge=0)
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(ValueError, match="not a result file"):
         evaluation.plot_ced([tmp_path / "x.json"], tmp_path / "x.png")
