@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "FPENet": "fpezoo.models.fpenet",
     "RetailLandmarks5": "fpezoo.models.retail",
+    "import_openvino_retail": "fpezoo.models.retail",
     "FAN": "fpezoo.models.fan",
     "LandmarkModel": "fpezoo.models.common",
     "LandmarkDetector": "fpezoo.predictor",

@@ -5,7 +5,7 @@ A training run is described by one JSON-able config (see :data:`DEFAULTS` and
 
     {
       "model": {"builder": "FPENet", "config": {"num_keypoints": 68, "width": 32},
-                "weights": null},
+                "weights": null, "freeze_batch_norms": false},
       "scheme": "ibug68",
       "data": {
         "sources": [
@@ -25,6 +25,16 @@ A training run is described by one JSON-able config (see :data:`DEFAULTS` and
       "epochs": 60, "batch_size": 64,
       "output_dir": "runs/fpenet68_w32"
     }
+
+``model``: ``builder`` names the builder (:func:`fpezoo.weights.registered_builder`:
+an fpezoo builder such as ``"FPENet"``, or ``"module.attribute"``), ``config`` its
+keyword arguments; ``weights`` the starting weights: None (random), a registered
+name, a ``.weights.h5`` file (e.g. the ``best.weights.h5`` of an earlier stage), or,
+for ``RetailLandmarks5``, the OpenVINO IR ``.xml`` of landmarks-regression-retail-0009
+(its official weights, :func:`fpezoo.models.retail.import_openvino_retail`);
+``freeze_batch_norms`` keeps every ``BatchNormalization`` layer fixed
+(``trainable=False``, which also runs it in inference mode), e.g. the imported
+retail-0009 batch norms, which are folded affine maps with unit statistics.
 
 Each source is read by a reader of :mod:`fpezoo.data.readers`, its labels are
 converted to the training scheme with :func:`fpezoo.schemes.convert_keypoints`
@@ -71,7 +81,7 @@ from fpezoo import schemes
 from fpezoo.schedules import get_schedule
 
 DEFAULTS = {
-    "model": {"builder": "FPENet", "config": {}, "weights": None},
+    "model": {"builder": "FPENet", "config": {}, "weights": None, "freeze_batch_norms": False},
     "scheme": None,
     "data": {
         "sources": [],
@@ -95,7 +105,10 @@ DEFAULTS = {
     "distribution": {"strategy": "default"},
 }
 TOP_LEVEL_KEYS = tuple(DEFAULTS)
+MODEL_KEYS = ("builder", "config", "weights", "freeze_batch_norms")
 SOURCE_KEYS = ("reader", "path", "options", "weight", "limit", "drop_off_face_rows", "box")
+# Source `box` value that frames each face by the box of its points (see read_source).
+LANDMARK_BOX = "landmarks"
 # Reader name -> function of fpezoo.data.readers taking the path first.
 READERS = {
     "pts": "read_pts",
@@ -165,6 +178,7 @@ def resolve_config(config):
         raise ValueError(
             f"`data.validation_fraction` must be in [0, 1). Received: validation_fraction={fraction!r}"
         )
+    _check_model(resolved["model"])
     for source in resolved["data"]["sources"]:
         _check_source(source)
     if resolved["loss"]["name"] not in LOSSES:
@@ -184,6 +198,39 @@ def resolve_config(config):
     if resolved["output_dir"] is None:
         raise ValueError("`output_dir` is required. Received: output_dir=None")
     return resolved
+
+
+def _check_model(model):
+    unknown = sorted(set(model) - set(MODEL_KEYS))
+    if unknown:
+        raise ValueError(
+            f"Unknown model key(s) {unknown}; known keys: {list(MODEL_KEYS)}. "
+            f"Received: model keys={sorted(model)}"
+        )
+    from fpezoo.weights import registered_builder
+
+    registered_builder(model["builder"])
+    if not isinstance(model.get("config", {}), dict):
+        raise ValueError(
+            f"`model.config` must be a dict of builder arguments. Received: config={model['config']!r}"
+        )
+    weights = model.get("weights")
+    if weights is not None and not isinstance(weights, str):
+        raise ValueError(
+            "`model.weights` must be None, a registered name or a file path. "
+            f"Received: weights={weights!r}"
+        )
+    if weights is not None and weights.endswith(".xml") and model["builder"] != "RetailLandmarks5":
+        raise ValueError(
+            "An OpenVINO '.xml' holds landmarks-regression-retail-0009: it initialises the "
+            f"'RetailLandmarks5' builder only. Received: builder={model['builder']!r}, "
+            f"weights={weights!r}"
+        )
+    freeze = model.get("freeze_batch_norms", False)
+    if not isinstance(freeze, bool):
+        raise ValueError(
+            f"`model.freeze_batch_norms` must be true or false. Received: freeze_batch_norms={freeze!r}"
+        )
 
 
 def _check_source(source):
@@ -209,28 +256,36 @@ def _check_source(source):
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
         raise ValueError(f"A source `weight` must be a positive number. Received: weight={weight!r}")
     box = source.get("box")
-    if box is not None and (not isinstance(box, (list, tuple)) or len(box) != 4
-                            or not box[2] > box[0] or not box[3] > box[1]):
+    if box is not None and box != LANDMARK_BOX and (
+            not isinstance(box, (list, tuple)) or len(box) != 4
+            or not box[2] > box[0] or not box[3] > box[1]):
         raise ValueError(
             "A source `box` must be [x_min, y_min, x_max, y_max] with x_max > x_min and "
-            f"y_max > y_min. Received: box={box!r}"
+            f"y_max > y_min, or {LANDMARK_BOX!r}. Received: box={box!r}"
         )
 
 
 # --------------------------------------------------------------------------- data
-def read_source(source):
+def read_source(source, scheme=None):
     """Reads the records of one data source.
 
-    Labels stay in the source's scheme; the pipeline converts them to the
-    training scheme (:func:`fpezoo.data.pipeline.stack_labels`).
+    Labels stay in the source's scheme (except with ``"box": "landmarks"``);
+    the pipeline converts them to the training scheme
+    (:func:`fpezoo.data.pipeline.stack_labels`).
 
     Args:
         source: a source dict of the config: ``reader``, ``path``, optional
             ``options`` (reader keyword arguments), ``limit`` (first faces
             only), ``drop_off_face_rows`` (drop labels off the face with
-            :func:`fpezoo.data.readers.find_off_face_rows`) and ``box`` (one
+            :func:`fpezoo.data.readers.find_off_face_rows`) and ``box``: one
             face box ``[x_min, y_min, x_max, y_max]`` for every image of the
-            source, e.g. to frame MTFL's looser 80x80 crops like the AFLW ones).
+            source (e.g. to frame MTFL's looser 80x80 crops like the AFLW
+            ones), or ``"landmarks"``: each face's box is the tight box of its
+            points converted to the training scheme, and faces lacking one of
+            those points are dropped
+            (:func:`fpezoo.evaluation.with_landmark_boxes`, the crop rule of
+            the ``retail5_mtfl`` weights).
+        scheme: the training scheme (a name); needed by ``"box": "landmarks"``.
 
     Returns:
         A list of :class:`fpezoo.data.records.LandmarkRecord`.
@@ -245,7 +300,16 @@ def read_source(source):
         records = [record for index, record in enumerate(records) if index not in flagged]
     if source.get("limit") is not None:
         records = records[: int(source["limit"])]
-    if source.get("box") is not None:
+    if source.get("box") == LANDMARK_BOX:
+        if scheme is None:
+            raise ValueError(
+                f"A source with box={LANDMARK_BOX!r} needs the training scheme whose points make "
+                f"the box. Received: scheme=None"
+            )
+        from fpezoo.evaluation import with_landmark_boxes
+
+        records, _ = with_landmark_boxes(records, scheme)
+    elif source.get("box") is not None:
         records = [dataclasses.replace(record, box=tuple(source["box"])) for record in records]
     return records
 
@@ -293,7 +357,7 @@ def build_datasets(config, scheme, input_shape, color):
             "enlarge": data["enlarge"]}
     train_sets, weights, validation_records, source_counts = [], [], [], []
     for index, source in enumerate(data["sources"]):
-        records = read_source(source)
+        records = read_source(source, scheme.name)
         train = [r for r in records if not in_validation_split(r, fraction, seed)]
         validation = [r for r in records if in_validation_split(r, fraction, seed)]
         if not train:
@@ -326,12 +390,33 @@ def build_datasets(config, scheme, input_shape, color):
 
 # --------------------------------------------------------------------------- model
 def build_model(config):
-    """Builds (and loads starting weights into) the model of a resolved config."""
-    from fpezoo.weights import _builder
+    """Builds the model of a resolved config, with its starting weights.
+
+    The ``model`` entry's ``weights`` may also be an OpenVINO ``.xml``: its
+    weights are imported (:func:`fpezoo.models.retail.import_openvino_retail`)
+    and loaded by layer name like a weights file. With
+    ``freeze_batch_norms``, every ``BatchNormalization`` layer is frozen.
+    """
+    import tempfile
+
+    from fpezoo.weights import registered_builder
 
     model_config = config["model"]
-    builder = _builder({"builder": model_config["builder"]})
-    return builder(weights=model_config.get("weights"), **model_config.get("config", {}))
+    builder = registered_builder(model_config["builder"])
+    weights = model_config.get("weights")
+    with tempfile.TemporaryDirectory(prefix="fpezoo_weights_") as folder:
+        if weights is not None and weights.endswith(".xml"):
+            from fpezoo.models.retail import import_openvino_retail
+
+            imported = pathlib.Path(folder) / "openvino.weights.h5"
+            import_openvino_retail(weights).save_weights(imported)
+            weights = str(imported)
+        model = builder(weights=weights, **model_config.get("config", {}))
+    if model_config.get("freeze_batch_norms"):
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    return model
 
 
 def model_scheme(config, model):

@@ -265,12 +265,37 @@ def model_card(name):
     return path.read_text(encoding="utf-8")
 
 
-def _builder(entry):
-    builder = entry["builder"]
-    if "." not in builder:
-        return getattr(importlib.import_module("fpezoo"), builder)
-    module_name, attribute = builder.rsplit(".", 1)
-    return getattr(importlib.import_module(module_name), attribute)
+def registered_builder(builder):
+    """The model builder a registry entry (or a training config) names.
+
+    Args:
+        builder: the name of an ``fpezoo`` builder (``"FPENet"``,
+            ``"RetailLandmarks5"``, ``"FAN"``), or ``"module.attribute"`` for a
+            builder defined elsewhere.
+
+    Returns:
+        The builder: a callable taking ``weights=`` and the builder's keyword
+        arguments, returning a Keras model.
+
+    Raises:
+        ValueError: the name does not resolve to a callable.
+    """
+    if not isinstance(builder, str) or not builder:
+        raise ValueError(
+            "A builder is the name of an fpezoo builder such as 'FPENet', 'RetailLandmarks5' or "
+            f"'FAN', or 'module.attribute'. Received: builder={builder!r}"
+        )
+    module_name, _, attribute = builder.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name or "fpezoo"), attribute)
+    except (ModuleNotFoundError, AttributeError) as error:
+        raise ValueError(
+            f"Unknown builder {builder!r} ({error}): use the name of an fpezoo builder such as "
+            f"'FPENet', 'RetailLandmarks5' or 'FAN', or 'module.attribute'. Received: builder={builder!r}"
+        ) from None
+    if not callable(found):
+        raise ValueError(f"The builder {builder!r} is not callable. Received: builder={builder!r}")
+    return found
 
 
 def build_registered(name, **overrides):
@@ -286,7 +311,7 @@ def build_registered(name, **overrides):
     """
     entry = registry_entry(name)
     config = {**entry["config"], **overrides}
-    return _builder(entry)(weights=name, **config)
+    return registered_builder(entry["builder"])(weights=name, **config)
 
 
 def configure_parser(parser):

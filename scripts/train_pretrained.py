@@ -1,47 +1,40 @@
-"""Trains fpezoo's pretrained 68-point weights on the AFLW crops (``weights/``).
+"""Writes the training labels of fpezoo's pretrained 68-point weights (``weights/``).
 
-The recipe (``configs/pretrained_*.json``) has two parts: ``"train"``, a
-:func:`fpezoo.train` config (model, loss, optimizer, schedule, epochs, output
-folder; the run resumes after an interruption when started again), and
-``"data"``, how the AFLW crops of ``../shared/data/aflw-crops`` become
-training faces:
+The recipes ``configs/pretrained_*.json`` are :func:`fpezoo.train` configs
+(``fpezoo train CONFIG``) whose one data source is a COCO keypoints file this
+script makes from the AFLW crops of ``../shared/data/aflw-crops``:
 
 * labels: MediaPipe teacher's 68 points (``teacher_mediapipe.npz``) where the
   teacher agrees with itself on the mirrored crop (``flip_disagreement_nme`` at
-  most ``max_flip_disagreement``), with AFLW's human points replacing the
+  most ``--max-flip-disagreement``), with AFLW's human points replacing the
   teacher's at the 16 points that correspond to iBUG-68 points
   (``fpezoo.schemes.convert_keypoints``); where the teacher is unsure or
   found no face, only the visible human points supervise;
-* framing: the square crop around the 68-point landmark box enlarged by
-  ``enlarge``, as the AFLW2000-3D (3DDFA) protocol crops test faces from their
-  ground-truth landmark box. Faces without teacher points take a box derived
-  from the crop with the median crop/landmark-box ratio of the other faces;
-* a validation split by image (``fpezoo.training.in_validation_split``) picks
-  the best epoch; AFLW2000-3D is never read here.
+* framing (the COCO ``bbox``): the box of the teacher's 68 points, which the
+  recipe's ``enlarge`` (sqrt 2) widens into a square crop, as the AFLW2000-3D
+  (3DDFA) protocol crops test faces from their ground-truth landmark box.
+  Faces without teacher points take a box centred in the crop with the
+  median crop/landmark-box ratio of the other faces.
 
-Usage::
+``fpezoo train`` then splits the faces by image (``fpezoo.training.in_validation_split``)
+to pick the best epoch; AFLW2000-3D is never read.
 
-    nice -n 10 python scripts/train_pretrained.py configs/pretrained_fpenet68_w32.json \\
-        [--data-root ../shared/data] [--epochs N]
+Usage (the label file is made once; each ``fpezoo train`` resumes when run again)::
 
-Run the same command again to resume an interrupted run.
+    python scripts/train_pretrained.py /work/runs/pretrained_labels/teacher_human68.json \\
+        [--data-root ../shared/data] [--max-flip-disagreement 0.1]
+    nice -n 10 fpezoo train configs/pretrained_fpenet68_w32.json
 """
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import sys
-import time
 
 import numpy as np
 
-DEFAULT_DATA = {
-    "aflw_crops": "aflw-crops",
-    "max_flip_disagreement": 0.1,
-    "enlarge": 1.4142135623730951,
-    "validation_fraction": 0.05,
-    "augment": {"rotation": 30.0, "scale": 0.15, "translation": 0.08},
-}
+DEFAULT_MAX_FLIP_DISAGREEMENT = 0.1
 
 
 def merge_human_and_teacher(human, teacher, max_flip_disagreement):
@@ -58,8 +51,6 @@ def merge_human_and_teacher(human, teacher, max_flip_disagreement):
         ``(records, has_teacher_box)``: ibug68 records (``box`` None for now)
         and, per record, whether the teacher found the face.
     """
-    import dataclasses
-
     from fpezoo import schemes
 
     teacher_by_image = {record.image: record for record in teacher}
@@ -88,16 +79,14 @@ def merge_human_and_teacher(human, teacher, max_flip_disagreement):
 
 
 def frame_records(records, image_size):
-    """Gives every record the face box of its crop framing and loads its image.
+    """Gives every record the face box of its crop framing.
 
     Faces with teacher points take the box of the 68 teacher points; the others
     take a box centred in the crop with the median size ratio of the former.
-    Images are decoded once, as grayscale arrays (the set fits in memory).
+
+    Returns:
+        ``(records, ratio)``: the framed records and that median ratio.
     """
-    import dataclasses
-
-    from fpezoo.data.records import read_image
-
     sides = [max(b[2] - b[0], b[3] - b[1]) for b in
              (r.metadata["teacher_box"] for r in records) if b is not None]
     ratio = float(np.median(sides)) / image_size
@@ -108,44 +97,27 @@ def frame_records(records, image_size):
     for record in records:
         box = record.metadata["teacher_box"] or default_box
         metadata = {key: value for key, value in record.metadata.items() if key != "teacher_box"}
-        framed.append(dataclasses.replace(
-            record, image=read_image(record.image, "grayscale"), box=box,
-            metadata={**metadata, "image_path": str(record.image)},
-        ))
+        framed.append(dataclasses.replace(record, box=box, metadata=metadata))
     return framed, ratio
 
 
-def build_data(data_config, data_root, train_config, input_shape):
-    """Training and validation datasets and their face counts."""
-    from fpezoo.data import readers
-    from fpezoo.data.augment import FaceAugmenter
-    from fpezoo.data.pipeline import make_dataset
-    from fpezoo.training import in_validation_split
+def coco_keypoints(records, image_root):
+    """The records as COCO keypoints JSON (:func:`fpezoo.data.readers.read_coco_keypoints`).
 
-    folder = pathlib.Path(data_root) / data_config["aflw_crops"]
-    human = readers.read_aflw_crops(folder)
-    teacher = readers.read_aflw_crops(folder, teacher=True)
-    records, has_teacher_box = merge_human_and_teacher(
-        human, teacher, data_config["max_flip_disagreement"])
-    fraction, seed = data_config["validation_fraction"], train_config.get("seed", 0)
-    in_validation = np.array([in_validation_split(r, fraction, seed) for r in records])
-    records, crop_ratio = frame_records(records, image_size=input_size_of(folder))
-    train = [r for r, v in zip(records, in_validation) if not v]
-    validation = [r for r, v in zip(records, in_validation) if v]
-    common = dict(input_shape=input_shape, color="grayscale", scheme="ibug68",
-                  enlarge=data_config["enlarge"])
-    batch_size = train_config["batch_size"]
-    train_dataset = make_dataset(
-        train, augment=FaceAugmenter(**data_config["augment"]), batch_size=batch_size,
-        shuffle=True, seed=seed, repeat=True, drop_remainder=True, **common)
-    validation_dataset = make_dataset(validation, batch_size=batch_size, **common)
-    counts = {
-        "train": len(train), "validation": len(validation),
-        "with_teacher_box": int(has_teacher_box.sum()),
-        "with_teacher_points": int(sum(r.visibility.sum() > 16 for r in records)),
-        "median_landmark_box_to_crop_ratio": round(crop_ratio, 4),
-    }
-    return train_dataset, validation_dataset, counts
+    Supervised points get the flag 2, the others ``0, 0, 0`` (unlabelled);
+    ``bbox`` is the record's box as ``[x, y, w, h]``; ``file_name`` is
+    relative to ``image_root``.
+    """
+    images, annotations = [], []
+    for index, record in enumerate(records):
+        flat = []
+        for (x, y), visible in zip(record.keypoints.tolist(), record.visibility.tolist()):
+            flat.extend([x, y, 2] if visible else [0.0, 0.0, 0])
+        x_min, y_min, x_max, y_max = record.box
+        images.append({"id": index, "file_name": record.image.relative_to(image_root).as_posix()})
+        annotations.append({"id": index, "image_id": index, "keypoints": flat,
+                            "bbox": [x_min, y_min, x_max - x_min, y_max - y_min]})
+    return {"images": images, "annotations": annotations}
 
 
 def input_size_of(folder):
@@ -159,37 +131,35 @@ def input_size_of(folder):
     return height
 
 
+def write_labels(output, data_root, max_flip_disagreement):
+    """Writes the merged, framed AFLW-crops labels to ``output``; returns their counts."""
+    from fpezoo.data import readers
+
+    folder = pathlib.Path(data_root) / "aflw-crops"
+    human = readers.read_aflw_crops(folder)
+    teacher = readers.read_aflw_crops(folder, teacher=True)
+    records, has_teacher_box = merge_human_and_teacher(human, teacher, max_flip_disagreement)
+    records, crop_ratio = frame_records(records, image_size=input_size_of(folder))
+    output = pathlib.Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(coco_keypoints(records, folder)))
+    return {
+        "faces": len(records),
+        "with_teacher_box": int(has_teacher_box.sum()),
+        "with_teacher_points": int(sum(r.visibility.sum() > 16 for r in records)),
+        "median_landmark_box_to_crop_ratio": round(crop_ratio, 4),
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("recipe", help="configs/pretrained_*.json")
+    parser.add_argument("output", help="the COCO keypoints file the configs/pretrained_*.json read")
     parser.add_argument("--data-root", default="../shared/data", help="the shared data folder")
-    parser.add_argument("--epochs", type=int, help="overrides train.epochs")
+    parser.add_argument("--max-flip-disagreement", type=float, default=DEFAULT_MAX_FLIP_DISAGREEMENT,
+                        help="teacher points count where their flip disagreement is at most this")
     args = parser.parse_args(argv)
-
-    import fpezoo
-    from fpezoo.training import build_model, resolve_config
-
-    recipe = json.loads(pathlib.Path(args.recipe).read_text(encoding="utf-8"))
-    unknown = sorted(set(recipe) - {"train", "data"})
-    if unknown:
-        raise ValueError(f"A recipe has the keys 'train' and 'data'. Received: keys={unknown}")
-    train_config = resolve_config(recipe["train"])
-    if args.epochs is not None:
-        train_config["epochs"] = args.epochs
-    data_config = {**DEFAULT_DATA, **recipe.get("data", {})}
-    input_shape = tuple(build_model(train_config).inputs[0].shape[1:])
-    start = time.time()
-    train_dataset, validation_dataset, counts = build_data(
-        data_config, args.data_root, train_config, input_shape)
-    print(json.dumps({"faces": counts, "data_seconds": round(time.time() - start, 1)}), flush=True)
-    output_dir = pathlib.Path(train_config["output_dir"])
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "recipe.json").write_text(json.dumps(
-        {"train": train_config, "data": data_config, "faces": counts}, indent=2))
-    _, summary = fpezoo.train(train_config, train_data=train_dataset,
-                              validation_data=validation_dataset,
-                              num_train_faces=counts["train"])
-    print(json.dumps(summary, indent=2))
+    counts = write_labels(args.output, args.data_root, args.max_flip_disagreement)
+    print(json.dumps(counts))
     return 0
 
 

@@ -243,6 +243,13 @@ def test_weights_file_without_builder_is_refused(tmp_path):
         convert(str(tmp_path / "missing.keras"), tmp_path / "m.onnx")
 
 
+def test_weights_file_with_an_unknown_builder_is_refused(tmp_path):
+    fpezoo.FPENet(num_keypoints=5, width=8).save_weights(tmp_path / "x.weights.h5")
+    with pytest.raises(ValueError, match="Unknown builder 'FPENetX'.*Received: builder='FPENetX'"):
+        convert(str(tmp_path / "x.weights.h5"), tmp_path / "m.onnx", builder="FPENetX")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.weights.h5"]
+
+
 def _write_images(folder, images):
     import cv2
 

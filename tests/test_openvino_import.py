@@ -110,3 +110,36 @@ def test_an_ir_of_another_network_is_refused(tmp_path):
     (tmp_path / "other.bin").write_bytes(b"")
     with pytest.raises(ValueError, match=r"input must be 1x3x48x48. Received: input shape=\(1, 3, 64, 64\)"):
         import_openvino_retail(xml)
+
+
+def test_the_convert_command_exports_the_official_ir_to_onnx(ir_xml, shared_data, tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="the ONNX parity test needs onnxruntime")
+    from fpezoo.deploy.convert import main as convert_main
+
+    output = tmp_path / "retail-0009.onnx"
+    assert convert_main([str(ir_xml), "--to", "onnx", "--output", str(output)]) == 0
+    images, _ = _mtfl_test_crops(shared_data / "mtfl", count=8)
+    faces = _to_48(images)
+    expected_keypoints, expected_confidence = import_openvino_retail(ir_xml).predict(faces, verbose=0)
+    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    keypoints, confidence = session.run(["keypoints", "confidence"], {"images": faces})
+    assert keypoints.shape == (8, 5, 2)
+    np.testing.assert_allclose(keypoints, expected_keypoints, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(confidence, expected_confidence, rtol=0, atol=1e-3)
+
+
+def test_the_convert_command_refuses_an_ir_with_another_builder(tmp_path):
+    from fpezoo.deploy.convert import convert
+
+    with pytest.raises(ValueError, match="Received: source=.*builder='FPENet'"):
+        convert(str(tmp_path / "model.xml"), tmp_path / "m.onnx", builder="FPENet")
+    with pytest.raises(FileNotFoundError, match="Received: source="):
+        convert(str(tmp_path / "model.xml"), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_importer_is_exported_by_the_package():
+    import fpezoo
+
+    assert fpezoo.import_openvino_retail is import_openvino_retail
+    assert "import_openvino_retail" in dir(fpezoo)

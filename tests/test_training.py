@@ -1,5 +1,6 @@
 """fpezoo.train, its config, the schedules and resuming a killed run."""
 
+import importlib.util
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from fpezoo import schedules, training
 from fpezoo.data.records import LandmarkRecord
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+OFFICIAL_IR = "openvino-landmarks-regression-retail-0009/landmarks-regression-retail-0009.xml"
 
 
 # --------------------------------------------------------------------------- schedules
@@ -102,6 +104,106 @@ def test_source_box_must_be_a_box():
     source = {"reader": "mtfl", "path": "train.txt", "box": [10, 10, 5, 20]}
     with pytest.raises(ValueError, match=r"Received: box=\[10, 10, 5, 20\]"):
         training.resolve_config({"output_dir": "x", "data": {"sources": [source]}})
+
+
+@pytest.mark.parametrize("path", sorted((PROJECT_ROOT / "configs").glob("*.json")),
+                         ids=lambda path: path.name)
+def test_every_recipe_in_configs_is_a_valid_training_config(path):
+    config = training.resolve_config(path)
+    assert set(config) == set(training.TOP_LEVEL_KEYS)
+    assert config["data"]["sources"], "a recipe names its training data"
+
+
+def test_model_entry_is_validated():
+    def resolve(model):
+        return training.resolve_config({"output_dir": "x", "model": model})
+
+    assert resolve({"freeze_batch_norms": True})["model"] == {
+        "builder": "FPENet", "config": {}, "weights": None, "freeze_batch_norms": True}
+    with pytest.raises(ValueError, match=r"Unknown model key\(s\) \['freeze'\]"):
+        resolve({"freeze": True})
+    with pytest.raises(ValueError, match="Received: freeze_batch_norms='yes'"):
+        resolve({"freeze_batch_norms": "yes"})
+    with pytest.raises(ValueError, match="Unknown builder 'FPENett'.*Received: builder='FPENett'"):
+        resolve({"builder": "FPENett"})
+    with pytest.raises(ValueError, match="Received: builder='FPENet', weights='retail.xml'"):
+        resolve({"weights": "retail.xml"})
+    with pytest.raises(ValueError, match="Received: weights=3"):
+        resolve({"weights": 3})
+
+
+def test_build_model_freezes_the_batch_norms():
+    model_config = {"builder": "RetailLandmarks5", "freeze_batch_norms": True}
+    model = training.build_model(training.resolve_config({"output_dir": "x", "model": model_config}))
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and not any(layer.trainable for layer in norms)
+    assert model.trainable_weights
+    unfrozen = training.build_model(training.resolve_config(
+        {"output_dir": "x", "model": {**model_config, "freeze_batch_norms": False}}))
+    assert len(unfrozen.trainable_weights) == len(model.trainable_weights) + 2 * len(norms)
+
+
+@pytest.mark.data
+def test_build_model_starts_from_the_official_openvino_weights(shared_data):
+    xml = shared_data / OFFICIAL_IR
+    if not xml.is_file():
+        pytest.skip(f"the official IR is not in the shared data: {xml}")
+    from fpezoo.models.retail import import_openvino_retail
+
+    config = training.resolve_config({"output_dir": "x", "model": {
+        "builder": "RetailLandmarks5", "weights": str(xml), "freeze_batch_norms": True}})
+    model = training.build_model(config)
+    official = import_openvino_retail(xml)
+    for layer in official.layers:
+        for ours, theirs in zip(model.get_layer(layer.name).get_weights(), layer.get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict_on_batch(images)[0], official.predict_on_batch(images)[0],
+                               rtol=0, atol=1e-5)
+
+
+@pytest.mark.data
+def test_landmark_box_sources_frame_each_face_by_its_points(shared_data):
+    source = {"reader": "aflw_crops", "path": str(shared_data / "aflw-crops"), "limit": 60,
+              "box": "landmarks"}
+    records = training.read_source(source, "five_point")
+    # AFLW faces lacking one of the five points (e.g. a hidden eye) are dropped.
+    assert 0 < len(records) < 60
+    for record in records:
+        assert record.scheme == "five_point" and record.visibility.tolist() == [1.0] * 5
+        assert record.box == record.landmark_box()
+    with pytest.raises(ValueError, match="Received: scheme=None"):
+        training.read_source(source)
+
+
+def test_pretrained_label_file_reads_back_through_the_coco_source(tmp_path):
+    """scripts/train_pretrained.py writes what the configs' coco_keypoints source reads."""
+    spec = importlib.util.spec_from_file_location(
+        "train_pretrained", PROJECT_ROOT / "scripts" / "train_pretrained.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (tmp_path / "images").mkdir()
+    rng = np.random.default_rng(0)
+    written = []
+    for index in range(3):
+        image = tmp_path / "images" / f"image{index:05d}.png"
+        image.write_bytes(b"")
+        keypoints = rng.uniform(10, 100, (68, 2)).astype("float32")
+        visibility = (rng.uniform(size=68) > 0.3).astype("float32")
+        written.append(LandmarkRecord(
+            image=image, keypoints=np.where(visibility[:, None] > 0, keypoints, np.nan),
+            visibility=visibility, box=(5.5, 6.25, 90.0, 101.0 + index), scheme="ibug68",
+            source="test"))
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(script.coco_keypoints(written, tmp_path)))
+    source = {"reader": "coco_keypoints", "path": str(labels),
+              "options": {"image_root": str(tmp_path), "scheme": "ibug68", "one_based": False}}
+    read = training.read_source(source, "ibug68")
+    assert [record.image for record in read] == [record.image for record in written]
+    for ours, theirs in zip(read, written):
+        assert ours.box == theirs.box and ours.scheme == "ibug68"
+        np.testing.assert_array_equal(ours.visibility, theirs.visibility)
+        np.testing.assert_array_equal(ours.keypoints, theirs.keypoints)
 
 
 @pytest.mark.data

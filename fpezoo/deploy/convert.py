@@ -7,6 +7,12 @@ One function and one command for every target::
         --calibration mtfl:../shared/data/mtfl/train.txt --output fpenet_int8.tflite
     python -m fpezoo.deploy.convert weights.weights.h5 --builder FPENet \\
         --builder-config '{"width": 16}' --to triton --output model_repository
+    fpezoo convert landmarks-regression-retail-0009.xml --to onnx --output retail-0009.onnx
+
+The last form imports the official OpenVINO IR of landmarks-regression-retail-0009
+(``.xml`` with its ``.bin`` beside it) with
+:func:`fpezoo.models.retail.import_openvino_retail`, so the official model exports
+to every target.
 
 Targets: ``savedmodel`` (a TensorFlow SavedModel folder), ``onnx`` (opset <= 18,
 through tf2onnx >= 1.17), ``litert`` (a ``.tflite`` file: FP32, FP16 weights, or
@@ -76,8 +82,11 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
 
     Args:
         source: a Keras model, a registered weights name (see
-            :mod:`fpezoo.weights`), a ``.keras`` file, or a ``.weights.h5`` file
-            (with ``builder``).
+            :mod:`fpezoo.weights`), a ``.keras`` file, a ``.weights.h5`` file
+            (with ``builder``), or the OpenVINO IR ``.xml`` of
+            landmarks-regression-retail-0009 (imported with
+            :func:`fpezoo.models.retail.import_openvino_retail`, its ``.bin``
+            next to it).
         output: path of the export: a ``.onnx``, ``.tflite`` or ``.plan`` file,
             or a folder for ``savedmodel`` and ``tftrt``; for ``triton`` the
             model repository, into which the folder ``<model_name>`` is written.
@@ -100,10 +109,11 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
             model's preprocessing layer, else grayscale for 1 channel and RGB for 3.
         force: replace an existing output.
         builder: name of an ``fpezoo`` builder (e.g. ``"FPENet"``) for a
-            ``.weights.h5`` source.
+            ``.weights.h5`` source (see :func:`fpezoo.weights.registered_builder`).
         builder_config: keyword arguments of the builder (for a registered name:
             arguments that replace the registered ones, e.g.
-            ``{"include_preprocessing": True}``).
+            ``{"include_preprocessing": True}``; for an OpenVINO ``.xml``:
+            those of ``import_openvino_retail``).
         opset: ONNX opset (at most 18).
         triton_backend: ``"onnx"`` (onnxruntime, FP32) or ``"tensorrt"`` (a
             TensorRT plan) for ``to="triton"``.
@@ -212,10 +222,15 @@ def load_model(source, builder=None, builder_config=None):
     """Resolves the ``source`` of :func:`convert` into a Keras model.
 
     Args:
-        source: a Keras model, a registered weights name, a ``.keras`` file or a
-            ``.weights.h5`` file.
-        builder: ``fpezoo`` builder name for a ``.weights.h5`` file.
-        builder_config: builder keyword arguments (dict).
+        source: a Keras model, a registered weights name, a ``.keras`` file, a
+            ``.weights.h5`` file or the OpenVINO IR ``.xml`` of
+            landmarks-regression-retail-0009.
+        builder: builder name for a ``.weights.h5`` file (see
+            :func:`fpezoo.weights.registered_builder`).
+        builder_config: builder keyword arguments (dict); for an ``.xml``, the
+            keyword arguments of
+            :func:`fpezoo.models.retail.import_openvino_retail` (e.g.
+            ``{"include_preprocessing": True}``).
 
     Returns:
         The Keras model.
@@ -231,8 +246,8 @@ def load_model(source, builder=None, builder_config=None):
         return source
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
-            "`source` must be a Keras model, a registered weights name, a '.keras' file or a "
-            f"'.weights.h5' file. Received: source={source!r}"
+            "`source` must be a Keras model, a registered weights name, a '.keras' file, a "
+            f"'.weights.h5' file or an OpenVINO '.xml'. Received: source={source!r}"
         )
     text = os.fspath(source)
     config = dict(builder_config or {})
@@ -247,22 +262,23 @@ def load_model(source, builder=None, builder_config=None):
                 "A '.weights.h5' source needs the builder that makes its model, e.g. "
                 f"builder='FPENet' (--builder FPENet). Received: source={text!r}, builder=None"
             )
-        return _fpezoo_builder(builder)(weights=text, **config)
+        from fpezoo.weights import registered_builder
+
+        return registered_builder(builder)(weights=text, **config)
+    if text.endswith(".xml"):
+        if builder not in (None, "RetailLandmarks5"):
+            raise ValueError(
+                "An OpenVINO '.xml' source is landmarks-regression-retail-0009, imported as "
+                f"RetailLandmarks5. Received: source={text!r}, builder={builder!r}"
+            )
+        if not os.path.isfile(text):
+            raise FileNotFoundError(f"OpenVINO IR not found. Received: source={text!r}")
+        from fpezoo.models.retail import import_openvino_retail
+
+        return import_openvino_retail(text, **config)
     from fpezoo.weights import build_registered
 
     return build_registered(text, **config)
-
-
-def _fpezoo_builder(name):
-    import fpezoo
-
-    try:
-        return getattr(fpezoo, name)
-    except AttributeError:
-        raise ValueError(
-            f"Unknown builder {name!r}: use the name of an fpezoo builder such as 'FPENet', "
-            f"'RetailLandmarks5' or 'FAN'. Received: builder={name!r}"
-        ) from None
 
 
 def _register_custom_objects():
@@ -683,7 +699,8 @@ def _size_pair(value):
 
 def configure_parser(parser):
     """Options of ``fpezoo convert`` / ``fpezoo-convert``."""
-    parser.add_argument("source", help="registered weights name, .keras file or .weights.h5 file")
+    parser.add_argument("source", help="registered weights name, .keras file, .weights.h5 file "
+                                       "or OpenVINO IR .xml of landmarks-regression-retail-0009")
     parser.add_argument("--to", choices=TARGETS, default="onnx", help="target format (default onnx)")
     parser.add_argument("--output", "-o", required=True,
                         help="output file or folder (for triton: the model repository)")
