@@ -1,0 +1,155 @@
+"""README.md stays true: its examples run, its commands parse, its accuracy table is generated.
+
+* Every ```python block runs, in README order, in one namespace (a later example
+  may use what an earlier one defined, as a reader following the README would),
+  inside a temporary folder. Blocks that read ``FPEZOO_DATA`` get the path of
+  the ``shared_data`` fixture (and are skipped with its reason without the data).
+* Every ``fpezoo`` / ``fpezoo-convert`` command of a ```bash block is parsed with
+  the options its module declares (commands are not run): the subcommand and
+  every option must exist and take the values given.
+* The accuracy table between the ``accuracy-table`` markers is the output of
+  ``scripts/accuracy_table.py`` on ``docs/results/*.json``.
+"""
+
+import argparse
+import importlib
+import importlib.util
+import json
+import pathlib
+import re
+import shlex
+
+import pytest
+
+from fpezoo import cli
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = PROJECT_ROOT / "README.md"
+FENCE = re.compile(r"^```(?P<language>[^\n`]*)\n(?P<code>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+KNOWN_LANGUAGES = ("python", "bash", "text")
+COMMANDS = ("fpezoo", "fpezoo-convert")
+SHELL_SEPARATORS = ("&&", "||", ";", "|")
+TABLE_START = "<!-- accuracy-table:start -->"
+TABLE_END = "<!-- accuracy-table:end -->"
+SETUP_COMMANDS = ('pip install ".[all]" && fpezoo demo', 'pip install ".[all,test]" && python -m pytest -q -ra')
+
+
+def fenced_blocks(text):
+    """The fenced code blocks of Markdown text: ``(language, line number, code)``."""
+    return [(match["language"].strip(), text.count("\n", 0, match.start()) + 1, match["code"])
+            for match in FENCE.finditer(text)]
+
+
+def shell_commands(code):
+    """The fpezoo commands of a shell block, as word lists (continuations joined, comments dropped)."""
+    commands = []
+    for line in code.replace("\\\n", " ").splitlines():
+        current = []
+        for word in shlex.split(line, comments=True) + [";"]:
+            if word in SHELL_SEPARATORS:
+                if current and current[0] in COMMANDS:
+                    commands.append(current)
+                current = []
+            else:
+                current.append(word)
+    return commands
+
+
+class _StrictParser(argparse.ArgumentParser):
+    """An argument parser that raises instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise ValueError(f"{self.prog}: {message}")
+
+
+def parse_command(words):
+    """Parses an ``fpezoo`` or ``fpezoo-convert`` command as its module declares it."""
+    if words[0] == "fpezoo-convert":
+        module_name, prog, argv = "fpezoo.deploy.convert", "fpezoo-convert", words[1:]
+    else:
+        assert len(words) > 1 and words[1] in cli.SUBCOMMANDS, f"unknown fpezoo subcommand in {words}"
+        module_name, prog, argv = cli.SUBCOMMANDS[words[1]][0], f"fpezoo {words[1]}", words[2:]
+    parser = _StrictParser(prog=prog)
+    importlib.import_module(module_name).configure_parser(parser)
+    return parser.parse_args(argv)
+
+
+BLOCKS = fenced_blocks(README.read_text(encoding="utf-8"))
+PYTHON_BLOCKS = [
+    pytest.param(line, code, id=f"line{line}", marks=[pytest.mark.data] if "FPEZOO_DATA" in code else [])
+    for language, line, code in BLOCKS if language == "python"
+]
+SHELL_COMMANDS = [(line, words) for language, line, code in BLOCKS if language == "bash"
+                  for words in shell_commands(code)]
+
+
+def test_fences_are_known_and_examples_exist():
+    # A block in another language (say ```py) would escape the checks below.
+    assert {language for language, _, _ in BLOCKS} <= set(KNOWN_LANGUAGES)
+    assert PYTHON_BLOCKS and SHELL_COMMANDS
+
+
+def test_setup_commands_come_first_verbatim():
+    # .ci/run installs the project and runs the second command.
+    assert [(language, code.strip()) for language, _, code in BLOCKS[:2]] == [
+        ("bash", command) for command in SETUP_COMMANDS]
+
+
+@pytest.fixture(scope="module")
+def readme_namespace():
+    """The namespace shared by the README's Python examples, in README order."""
+    return {"__name__": "__readme__"}
+
+
+@pytest.fixture(scope="module")
+def readme_folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("readme")
+
+
+@pytest.mark.parametrize("line, code", PYTHON_BLOCKS)
+def test_python_example_runs(line, code, readme_namespace, readme_folder, request, monkeypatch):
+    monkeypatch.chdir(readme_folder)
+    if "FPEZOO_DATA" in code:
+        monkeypatch.setenv("FPEZOO_DATA", str(request.getfixturevalue("shared_data")))
+    exec(compile(code, f"README.md:{line}", "exec"), readme_namespace)
+
+
+@pytest.mark.parametrize("line, words", SHELL_COMMANDS,
+                         ids=[f"line{line}-{'-'.join(words[:2])}" for line, words in SHELL_COMMANDS])
+def test_shell_command_parses(line, words):
+    parse_command(words)
+
+
+def test_command_check_rejects_unknown_options():
+    with pytest.raises(ValueError, match="unrecognized arguments: --no-such-option"):
+        parse_command(["fpezoo", "evaluate", "fpenet68_w32", "--no-such-option"])
+    with pytest.raises(ValueError, match="invalid choice"):
+        parse_command(["fpezoo-convert", "fpenet68_w32", "--to", "coreml", "--output", "x"])
+    assert shell_commands("nice -n 5 ls && fpezoo card fpenet68_w32  # a card\n"
+                          "fpezoo convert m \\\n  --output x.onnx") == [
+        ["fpezoo", "card", "fpenet68_w32"], ["fpezoo", "convert", "m", "--output", "x.onnx"]]
+
+
+def _accuracy_table_script():
+    spec = importlib.util.spec_from_file_location("accuracy_table", PROJECT_ROOT / "scripts" / "accuracy_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_accuracy_table_is_generated():
+    text = README.read_text(encoding="utf-8")
+    assert text.count(TABLE_START) == 1 and text.count(TABLE_END) == 1
+    section = text.split(TABLE_START)[1].split(TABLE_END)[0]
+    assert section.strip() == _accuracy_table_script().markdown_table()
+
+
+def test_accuracy_table_needs_the_command(tmp_path):
+    script = _accuracy_table_script()
+    results = json.loads(sorted((PROJECT_ROOT / "docs" / "results").glob("*.json"))[0].read_text())
+    del results["command"]
+    (tmp_path / "result.json").write_text(json.dumps(results))
+    with pytest.raises(ValueError, match="must hold the command"):
+        script.markdown_table(tmp_path)
+    with pytest.raises(FileNotFoundError, match="No result files"):
+        script.markdown_table(tmp_path / "empty")
