@@ -139,6 +139,30 @@ def image_input(input_shape=None, input_tensor=None, default_shape=(80, 80, 1),
     return (sources[0] if len(sources) == 1 else sources), input_tensor
 
 
+def resolve_input_color(channels, input_color):
+    """The colour order of raw images with ``channels`` channels.
+
+    Args:
+        channels: channel count of the raw images (1, 3 or 4).
+        input_color: ``"grayscale"`` for 1 channel, ``"rgb"`` or ``"bgr"`` otherwise;
+            None picks ``"grayscale"`` or ``"rgb"``.
+
+    Returns:
+        The colour name.
+    """
+    if channels == 1:
+        allowed, default = ("grayscale",), "grayscale"
+    else:
+        allowed, default = ("rgb", "bgr"), "rgb"
+    color = default if input_color is None else input_color
+    if color not in allowed:
+        raise ValueError(
+            f"Images with {channels} channel(s) can be {' or '.join(allowed)}. "
+            f"Received: input_color={input_color!r}"
+        )
+    return color
+
+
 def _check_image_shape(shape, allowed_channels, fixed_size, size_multiple):
     try:
         shape = tuple(None if d is None else int(d) for d in shape)

@@ -72,6 +72,7 @@ from fpezoo.models.common import (
     KEYPOINT_HEAD,
     build_landmark_model,
     image_input,
+    resolve_input_color,
     validate_num_keypoints,
     validate_weights_argument,
 )
@@ -236,7 +237,7 @@ def FAN(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, num
     if include_preprocessing:
         inputs, images = image_input(input_shape, input_tensor, default_shape=(None, None, 3),
                                      allowed_channels=(1, 3))
-        color = _input_color(images.shape[-1], input_color)
+        color = resolve_input_color(images.shape[-1], input_color)
         network_input = FacePreprocessing(network_size, input_color=color, output_color="rgb",
                                           scale=1 / 255, name="preprocessing")(images)
     else:
@@ -287,20 +288,6 @@ def _check_options(num_stacks, width, input_size, dimensions, depth_blocks, dept
         if isinstance(depth_width, bool) or not isinstance(depth_width, int) or depth_width < 1:
             raise ValueError("`depth_width` must be a positive integer. "
                              f"Received: depth_width={depth_width!r}")
-
-
-def _input_color(channels, input_color):
-    if channels == 1:
-        allowed, default = ("grayscale",), "grayscale"
-    else:
-        allowed, default = ("rgb", "bgr"), "rgb"
-    color = default if input_color is None else input_color
-    if color not in allowed:
-        raise ValueError(
-            f"Images with {channels} channel(s) can be {' or '.join(allowed)}. "
-            f"Received: input_color={input_color!r}"
-        )
-    return color
 
 
 def _batch_norm(name):

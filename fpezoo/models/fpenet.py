@@ -33,6 +33,7 @@ from fpezoo.models.common import (
     KEYPOINT_HEAD,
     build_landmark_model,
     image_input,
+    resolve_input_color,
     validate_num_keypoints,
     validate_weights_argument,
 )
@@ -112,7 +113,7 @@ def FPENet(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, 
     if include_preprocessing:
         inputs, images = image_input(input_shape, input_tensor, default_shape=(None, None, 3),
                                      allowed_channels=(1, 3))
-        color = _input_color(images.shape[-1], input_color)
+        color = resolve_input_color(images.shape[-1], input_color)
         network_input = FacePreprocessing(NETWORK_SIZE, input_color=color,
                                           output_color="grayscale", name="preprocessing")(images)
     else:
@@ -135,20 +136,6 @@ def FPENet(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, 
     elif heatmap_grid != network_size:
         keypoints = RescaleKeypoints(heatmap_grid, network_size, name="rescale_keypoints")(keypoints)
     return build_landmark_model(inputs, [keypoints, confidence], name=name, weights=weights)
-
-
-def _input_color(channels, input_color):
-    if channels == 1:
-        allowed, default = ("grayscale",), "grayscale"
-    else:
-        allowed, default = ("rgb", "bgr"), "rgb"
-    color = default if input_color is None else input_color
-    if color not in allowed:
-        raise ValueError(
-            f"Images with {channels} channel(s) can be {' or '.join(allowed)}. "
-            f"Received: input_color={input_color!r}"
-        )
-    return color
 
 
 def _decoder_blocks(network_height, heatmap_size):

@@ -47,6 +47,7 @@ from fpezoo.models.common import (
     KEYPOINT_HEAD,
     build_landmark_model,
     image_input,
+    resolve_input_color,
     validate_num_keypoints,
     validate_weights_argument,
 )
@@ -137,7 +138,7 @@ def RetailLandmarks5(num_keypoints=5, weights=None, input_shape=None, input_tens
     if include_preprocessing:
         inputs, images = image_input(input_shape, input_tensor, default_shape=(None, None, 3),
                                      allowed_channels=(1, 3))
-        color = _input_color(images.shape[-1], input_color)
+        color = resolve_input_color(images.shape[-1], input_color)
         network_input = FacePreprocessing(NETWORK_SIZE, input_color=color, output_color="bgr",
                                           name="preprocessing")(images)
     else:
@@ -156,20 +157,6 @@ def RetailLandmarks5(num_keypoints=5, weights=None, input_shape=None, input_tens
         keypoints = RescaleKeypoints(NETWORK_SIZE, name="rescale_keypoints")(keypoints, images)
     confidence = UnitConfidence(name="confidence")(keypoints)
     return build_landmark_model(inputs, [keypoints, confidence], name=name, weights=weights)
-
-
-def _input_color(channels, input_color):
-    if channels == 1:
-        allowed, default = ("grayscale",), "grayscale"
-    else:
-        allowed, default = ("rgb", "bgr"), "rgb"
-    color = default if input_color is None else input_color
-    if color not in allowed:
-        raise ValueError(
-            f"Images with {channels} channel(s) can be {' or '.join(allowed)}. "
-            f"Received: input_color={input_color!r}"
-        )
-    return color
 
 
 def _batch_norm(name):
