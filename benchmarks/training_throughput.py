@@ -36,6 +36,7 @@ import tensorflow as tf  # noqa: E402
 
 import fpezoo  # noqa: E402
 from fpezoo import losses  # noqa: E402
+from input_pipeline import faces_per_second  # noqa: E402  (benchmarks/ is on sys.path)
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -71,13 +72,7 @@ def pipeline_faces_per_second(data_dir, batch_size, batches):
         for index, records in enumerate((human, teacher))
     ]
     dataset = pipeline.mix_sources(sources, [1.0, 1.0], batch_size=batch_size, seed=0)
-    iterator = iter(dataset)
-    for _ in range(3):  # warm-up: thread pools, file cache
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    return batches * batch_size / (time.perf_counter() - start)
+    return faces_per_second(dataset, batches, batch_size)
 
 
 def main():
