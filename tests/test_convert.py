@@ -61,7 +61,8 @@ FAMILIES = {
     "fpenet_preprocessing": ("FPENet", {"num_keypoints": 68, "width": 8, "heatmap_size": 40,
                                         "include_preprocessing": True,
                                         "input_shape": (None, None, 3)}),
-    "retail": ("RetailLandmarks5", {"weights": "retail5_mtfl", "include_preprocessing": True}),
+    "retail": ("RetailLandmarks5", {"weights": "retail5_mtfl", "include_preprocessing": True,
+                                    "input_shape": (48, 48, 3)}),
     "fan": ("FAN", {"num_keypoints": 68, "num_stacks": 1, "width": 32, "input_size": 128}),
 }
 
