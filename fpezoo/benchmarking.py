@@ -222,7 +222,7 @@ def _runners(model, backends, work):
             crops, calibration_source = _calibration_crops(spec.shape[1:3], spec.shape[3])
         path = os.path.join(work, f"model_{precision}.tflite")
         convert.export_litert(saved_model, path, precision, crops)
-        runners[f"litert_{precision}"] = _litert_runner(path)
+        runners[f"litert_{precision}"] = convert.litert_runner(path)
     return runners, onnx_path, calibration_source
 
 
@@ -234,27 +234,6 @@ def _onnxruntime_runner(path, threads):
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"images": x})
-
-
-def _litert_runner(path):
-    """A LiteRT runner on one thread that resizes its input to each batch shape."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path, num_threads=1)
-    input_index = interpreter.get_input_details()[0]["index"]
-    outputs = [d["index"] for d in interpreter.get_output_details()]
-    state = {"shape": None}
-
-    def run(images):
-        if state["shape"] != images.shape:
-            interpreter.resize_tensor_input(input_index, images.shape)
-            interpreter.allocate_tensors()
-            state["shape"] = images.shape
-        interpreter.set_tensor(input_index, images)
-        interpreter.invoke()
-        return [interpreter.get_tensor(index) for index in outputs]
-
-    return run
 
 
 def benchmark_model(label, builder, config, backends, latency_repeats, throughput_repeats):

@@ -29,7 +29,7 @@ Every face is counted: a face on which the model returns non-finite keypoints
 gets NME ``inf`` (a failure; the means become ``inf``), never a skip.
 
 Models: a Keras model, a ``.keras`` file, a registered weights name, or an
-exported ``.onnx`` file (run with onnxruntime).
+exported ``.onnx`` (onnxruntime) or ``.tflite`` file (LiteRT, fp32 / fp16 / int8).
 
 Command line::
 
@@ -147,10 +147,42 @@ class OnnxRunner:
         return keypoints, confidence
 
 
+class LiteRTRunner:
+    """Runs an exported LiteRT landmark model (``fpezoo convert --to litert``) on one thread.
+
+    Exported models carry no registered framing: pass ``enlarge`` (and for
+    MTFL ``box``) to :func:`evaluate` as for the Keras model they came from.
+
+    Args:
+        path: the ``.tflite`` file (fp32, fp16 or int8; float32 input and outputs).
+        input_color: colour order for 3-channel inputs (default ``"rgb"``).
+    """
+
+    def __init__(self, path, input_color=None):
+        from fpezoo.deploy.convert import litert_runner
+
+        self.run = litert_runner(path)
+        self.name = os.fspath(path)
+        _, height, width, channels = self.run.input_shape
+        self.input_size = (height, width)
+        self.input_color = input_color or ("grayscale" if channels == 1 else "rgb")
+        self.num_keypoints = self.run.num_keypoints
+        self.scheme = None
+        self.enlarge = None
+
+    def __call__(self, crops):
+        return self.run(crops)
+
+
+EXPORTED_RUNNERS = {".onnx": OnnxRunner, ".tflite": LiteRTRunner}
+
+
 def model_runner(model, input_color=None):
-    """A runner (:class:`KerasRunner` or :class:`OnnxRunner`) for the ``model`` argument."""
-    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".onnx"):
-        return OnnxRunner(model, input_color)
+    """A runner (:class:`KerasRunner`, :class:`OnnxRunner` or :class:`LiteRTRunner`) for ``model``."""
+    if isinstance(model, (str, os.PathLike)):
+        exported = EXPORTED_RUNNERS.get(pathlib.Path(model).suffix.lower())
+        if exported is not None:
+            return exported(model, input_color)
     return KerasRunner(model, input_color)
 
 
@@ -329,8 +361,8 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
     """Scores a model on a benchmark and returns (and optionally saves) the numbers.
 
     Args:
-        model: a Keras model, a ``.keras`` file, a registered weights name or an
-            ``.onnx`` file.
+        model: a Keras model, a ``.keras`` file, a registered weights name, an
+            ``.onnx`` or a ``.tflite`` file.
         benchmark: ``"aflw2000-3d"``, ``"mtfl"`` or ``"records"``.
         data: the benchmark's folder (AFLW2000-3D), list file (MTFL, default
             ``mtfl/test.txt``) or label file (``"records"``); default: in
@@ -573,7 +605,7 @@ def plot_ced(result_files, output, threshold=None, labels=None):
 def configure_parser(parser):
     """Options of ``fpezoo evaluate``."""
     parser.add_argument("model", nargs="?",
-                        help="registered weights name, .keras file or .onnx file")
+                        help="registered weights name, .keras, .onnx or .tflite file")
     parser.add_argument("--benchmark", default="aflw2000-3d", choices=BENCHMARKS)
     parser.add_argument("--data", help="benchmark folder / list / label file (default: ../shared/data)")
     parser.add_argument("--reader", help="reader for --benchmark records (e.g. tao_json)")
@@ -603,7 +635,7 @@ def run(args):
         print(plot_ced(args.ced, args.out))
         return 0
     if not args.model:
-        print("error: give a model (registered name, .keras or .onnx) or --ced files", file=sys.stderr)
+        print("error: give a model (registered name, .keras, .onnx or .tflite) or --ced files", file=sys.stderr)
         return 2
     results = evaluate(
         args.model, args.benchmark, data=args.data, enlarge=args.enlarge, batch_size=args.batch_size,

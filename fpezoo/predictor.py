@@ -275,8 +275,7 @@ class LandmarkDetector:
             if self._litert_runner is None:
                 batch_keypoints, batch_confidence = self.model.predict_on_batch(batch)
             else:
-                outputs = self._litert_runner(images=batch)
-                batch_keypoints, batch_confidence = outputs["keypoints"], outputs["confidence"]
+                batch_keypoints, batch_confidence = self._litert_runner(batch)
             count = min(self.batch_size, len(crops) - start)
             keypoints.append(np.asarray(batch_keypoints)[:count])
             confidence.append(np.asarray(batch_confidence)[:count])
@@ -456,22 +455,15 @@ def resolve_model(model):
 
 
 def _litert_runner(model, input_size):
-    """Exports ``model`` to LiteRT and returns its signature runner.
-
-    The runner takes ``images=`` float32 ``(N, h, w, C)`` crops (any N) and
-    returns ``{"keypoints", "confidence"}``.
-    """
+    """Exports ``model`` to LiteRT and returns its runner (see :func:`fpezoo.deploy.convert.litert_runner`)."""
     import tempfile
 
-    from ai_edge_litert.interpreter import Interpreter
-
-    from fpezoo.deploy.convert import convert
+    from fpezoo.deploy.convert import convert, litert_runner
 
     with tempfile.TemporaryDirectory(prefix="fpezoo_litert_") as folder:
         path = pathlib.Path(folder) / "model.tflite"
         convert(model, path, to="litert", input_size=input_size)
-        content = path.read_bytes()
-    return Interpreter(model_content=content, num_threads=1).get_signature_runner()
+        return litert_runner(path.read_bytes())
 
 
 def model_input_spec(model, input_color):

@@ -311,6 +311,24 @@ def test_onnx_model_scores_like_the_keras_model(tmp_path):
                                keras_results["per_face"]["nme_eye_centres"], rtol=0, atol=1e-4)
 
 
+def test_litert_model_scores_like_the_keras_model(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    import fpezoo
+    from fpezoo.deploy.convert import convert
+
+    list_file = write_mtfl(tmp_path / "mtfl", MTFL_POINTS)
+    keras.utils.set_random_seed(0)
+    model = fpezoo.FPENet(num_keypoints=5, width=4)
+    path = convert(model, tmp_path / "m.tflite", to="litert")
+    keras_results = evaluation.evaluate(model, "mtfl", data=list_file, progress=False)
+    litert_results = evaluation.evaluate(path, "mtfl", data=list_file, progress=False)
+    assert litert_results["model"] == str(path)
+    np.testing.assert_allclose(litert_results["per_face"]["nme_eye_centres"],
+                               keras_results["per_face"]["nme_eye_centres"], rtol=0, atol=1e-4)
+    with pytest.raises(FileNotFoundError, match="Received: model="):
+        evaluation.evaluate(tmp_path / "missing.tflite", "mtfl", data=list_file, progress=False)
+
+
 @pytest.mark.data
 def test_aflw2000_3d_real_data_path(shared_data):
     import fpezoo

@@ -474,6 +474,59 @@ def export_litert(saved_model_dir, path, precision="fp32", calibration_images=No
     pathlib.Path(path).write_bytes(flatbuffer)
 
 
+def litert_runner(model, num_threads=1):
+    """Runs a LiteRT landmark model on batches of crops.
+
+    The interpreter's input is resized to each batch shape (exports have a
+    dynamic batch), and the outputs are found by shape, as
+    :func:`export_litert` writes them: keypoints ``(N, K, 2 or 3)`` and
+    confidence ``(N, K)``.
+
+    Args:
+        model: a ``.tflite`` path or the model's bytes.
+        num_threads: interpreter threads.
+
+    Returns:
+        ``run(images) -> (keypoints, confidence)`` for float32 crops
+        ``(N, H, W, C)``; ``run.input_shape`` is the model's ``(1, H, W, C)``
+        and ``run.num_keypoints`` its K.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model, (bytes, bytearray)):
+        interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
+    else:
+        path = pathlib.Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(f"LiteRT model not found. Received: model={str(path)!r}")
+        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    keypoints = [d for d in outputs if len(d["shape"]) == 3]
+    confidence = [d for d in outputs if len(d["shape"]) == 2]
+    if len(inputs) != 1 or len(keypoints) != 1 or len(confidence) != 1:
+        raise ValueError(
+            "A LiteRT landmark model has one image input and the outputs keypoints (N, K, 2) and "
+            f"confidence (N, K). Received: inputs={[tuple(d['shape']) for d in inputs]}, "
+            f"outputs={[tuple(d['shape']) for d in outputs]}"
+        )
+    input_index = inputs[0]["index"]
+    allocated = {"shape": None}
+
+    def run(images):
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if allocated["shape"] != images.shape:
+            interpreter.resize_tensor_input(input_index, images.shape)
+            interpreter.allocate_tensors()
+            allocated["shape"] = images.shape
+        interpreter.set_tensor(input_index, images)
+        interpreter.invoke()
+        return interpreter.get_tensor(keypoints[0]["index"]), interpreter.get_tensor(confidence[0]["index"])
+
+    run.input_shape = tuple(int(v) for v in inputs[0]["shape"])
+    run.num_keypoints = int(keypoints[0]["shape"][1])
+    return run
+
+
 def _build_engine(onnx_path, plan_path, precision, calibration_images, batch_size, max_batch_size,
                   cache_path, final_plan_path):
     """Builds a TensorRT engine; prints the equivalent ``trtexec`` command first.
