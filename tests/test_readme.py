@@ -1,4 +1,4 @@
-"""README.md stays true: its examples run, its commands parse, its accuracy table is generated.
+"""README.md stays true: its examples run, its commands parse, its tables are generated.
 
 * Every ```python block runs, in README order, in one namespace (a later example
   may use what an earlier one defined, as a reader following the README would),
@@ -8,7 +8,9 @@
   the options its module declares (commands are not run): the subcommand and
   every option must exist and take the values given.
 * The accuracy table between the ``accuracy-table`` markers is the output of
-  ``scripts/accuracy_table.py`` on ``docs/results/*.json``.
+  ``scripts/accuracy_table.py`` on ``docs/results/*.json``; the speed table
+  between the ``speed-table`` markers is ``fpezoo benchmark``'s table of
+  ``docs/benchmarks/inference_speed.json``.
 """
 
 import argparse
@@ -31,6 +33,9 @@ COMMANDS = ("fpezoo", "fpezoo-convert")
 SHELL_SEPARATORS = ("&&", "||", ";", "|")
 TABLE_START = "<!-- accuracy-table:start -->"
 TABLE_END = "<!-- accuracy-table:end -->"
+SPEED_START = "<!-- speed-table:start -->"
+SPEED_END = "<!-- speed-table:end -->"
+SPEED_RESULTS = PROJECT_ROOT / "docs" / "benchmarks" / "inference_speed.json"
 SETUP_COMMANDS = ('pip install ".[all]" && fpezoo demo', 'pip install ".[all,test]" && python -m pytest -q -ra')
 
 
@@ -153,3 +158,15 @@ def test_accuracy_table_needs_the_command(tmp_path):
         script.markdown_table(tmp_path)
     with pytest.raises(FileNotFoundError, match="No result files"):
         script.markdown_table(tmp_path / "empty")
+
+
+def test_speed_table_is_the_benchmark_json():
+    from fpezoo.benchmarking import format_table
+
+    text = README.read_text(encoding="utf-8")
+    assert text.count(SPEED_START) == 1 and text.count(SPEED_END) == 1
+    section = text.split(SPEED_START)[1].split(SPEED_END)[0].strip()
+    report = json.loads(SPEED_RESULTS.read_text(encoding="utf-8"))
+    assert section == f"```text\n{format_table(report)}\n```"
+    # The command shown above the table is the one recorded with the results.
+    assert report["command"] in text
