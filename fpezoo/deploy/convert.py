@@ -62,6 +62,9 @@ MAX_OPSET = 18
 DEFAULT_CALIBRATION_IMAGES = 256
 DEFAULT_MAX_BATCH_SIZE = 64
 INPUT_COLORS = ("grayscale", "rgb", "bgr")
+# LiteRT operators kept in float32 by INT8 quantisation: the arithmetic of the
+# soft-argmax, heatmap-argmax and regression decoders (see export_litert).
+LITERT_FLOAT_OPS = ("EXP", "SUM", "DIV", "REDUCE_MAX", "MUL", "SUB", "PACK", "RESHAPE")
 # Data readers usable as calibration sources ("reader:path"): name -> function
 # of fpezoo.data.readers taking the path.
 CALIBRATION_READERS = {
@@ -451,10 +454,15 @@ def export_litert(saved_model_dir, path, precision="fp32", calibration_images=No
 
     * ``fp32``: float32.
     * ``fp16``: float16 weights (dequantised to float32 at load on CPU).
-    * ``int8``: full-integer post-training quantisation: int8 weights and
-      activations in every operator (``TFLITE_BUILTINS_INT8``), ranges from the
-      representative crops of ``calibration_images``; the input and outputs
-      stay float32, so the file is a drop-in replacement.
+    * ``int8``: post-training quantisation of the network: int8 weights and
+      activations in the convolutions, pooling, concatenations and additions,
+      ranges from the representative crops of ``calibration_images``; the
+      decoders' arithmetic (:data:`LITERT_FLOAT_OPS`) stays float32, and so do
+      the input and outputs, so the file is a drop-in replacement. (Quantising
+      the soft-argmax too collapses FPENet: its sums over a heatmap span 1 to
+      ~1600 and its division loses everything in int8; measured on the shipped
+      ``fpenet68_w32``: 30.7 px mean error against Keras on 64 AFLW 80x80 crops, 0.77 px
+      with the decoder in float.)
     """
     import tensorflow as tf
 
@@ -467,8 +475,19 @@ def export_litert(saved_model_dir, path, precision="fp32", calibration_images=No
         if calibration_images is None:
             raise ValueError("LiteRT INT8 needs calibration images. Received: calibration=None")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.representative_dataset = lambda: ([crop[None]] for crop in calibration_images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                               tf.lite.OpsSet.TFLITE_BUILTINS]
+        representative = lambda: ([crop[None]] for crop in calibration_images)  # noqa: E731
+        converter.representative_dataset = representative
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_ops=list(LITERT_FLOAT_OPS)),
+        )
+        with _quiet_stdout():
+            flatbuffer = debugger.get_nondebug_quantized_model()
+        pathlib.Path(path).write_bytes(flatbuffer)
+        return
     with _quiet_stdout():
         flatbuffer = converter.convert()
     pathlib.Path(path).write_bytes(flatbuffer)
