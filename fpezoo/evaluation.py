@@ -588,6 +588,8 @@ def plot_ced(result_files, output, threshold=None, labels=None):
         limit = threshold or results[results["primary"]]["threshold"]
         x, fraction = metrics.ced_curve(errors, limit)
         label = labels[index] if labels else pathlib.Path(results["model"]).name
+        if not labels and results.get("crop", {}).get("flip_test"):
+            label += " + flip test"
         axes.plot(100 * x, 100 * fraction,
                   label=f"{label} (mean {100 * results[results['primary']]['mean']:.2f} %)")
     axes.set_xlabel(f"NME ({loaded[0]['primary']}, %)")
