@@ -16,7 +16,8 @@ to every target.
 
 Targets: ``savedmodel`` (a TensorFlow SavedModel folder), ``onnx`` (opset <= 18,
 through tf2onnx >= 1.17), ``litert`` (a ``.tflite`` file: FP32, FP16 weights, or
-full-integer INT8 post-training quantisation calibrated on real face crops),
+INT8 post-training quantisation of the network calibrated on real face crops, the
+decoder kept in float: see :func:`export_litert`),
 ``tensorrt`` (a serialized engine ``.plan`` built from the ONNX export, see
 :mod:`fpezoo.deploy.tensorrt`), ``tftrt`` (a TF-TRT SavedModel, see
 :mod:`fpezoo.deploy.tftrt`) and ``triton`` (a Triton model repository, see
@@ -460,8 +461,8 @@ def export_litert(saved_model_dir, path, precision="fp32", calibration_images=No
       decoders' arithmetic (:data:`LITERT_FLOAT_OPS`) stays float32, and so do
       the input and outputs, so the file is a drop-in replacement. (Quantising
       the soft-argmax too collapses FPENet: its sums over a heatmap span 1 to
-      ~1600 and its division loses everything in int8; measured on the shipped
-      ``fpenet68_w32``: 30.7 px mean error against Keras on 64 AFLW 80x80 crops, 0.77 px
+      ~1600 and its division loses everything in int8; measured on the stage-3
+      ``fpenet68_w32`` weights: 30.7 px mean error against Keras on 64 AFLW 80x80 crops, 0.77 px
       with the decoder in float.)
     """
     import tensorflow as tf
