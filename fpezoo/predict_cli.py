@@ -30,6 +30,7 @@ import sys
 import numpy as np
 
 from fpezoo.imageio import IMAGE_SUFFIXES, ImageReadError, load_image
+from fpezoo.predictor import BACKENDS
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 DETECTOR_CHOICES = ("default", "mtcnn", "dlib", "lbp", "haar", "none")
@@ -54,8 +55,9 @@ def configure_parser(parser):
     parser.add_argument("--batch-size", type=int, default=8, help="images loaded and run at once")
     parser.add_argument("--visibility-threshold", type=float, default=0.0,
                         help="keypoints below this confidence are marked not visible")
-    parser.add_argument("--backend", default="keras", choices=("keras", "litert"),
-                        help="run the landmark model with Keras or exported to LiteRT (faster on CPU)")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="run the landmark model with Keras or exported to LiteRT (faster on CPU); "
+                             "auto: LiteRT for registered weights (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -22,7 +22,7 @@ confidence drops (or every ``redetect_interval`` frames).
 """
 
 import dataclasses
-import importlib
+import importlib.util
 import math
 import pathlib
 from typing import Optional
@@ -50,7 +50,7 @@ SERIALIZABLE_MODULES = (
     "fpezoo.layers", "fpezoo.losses", "fpezoo.metrics", "fpezoo.schedules", "fpezoo.models.common",
     "fpezoo.models.fpenet", "fpezoo.models.retail", "fpezoo.models.fan",
 )
-BACKENDS = ("keras", "litert")
+BACKENDS = ("auto", "keras", "litert")
 # Side of the image region cut around a box before cropping, in multiples of
 # the box's longest side: covers any crop of enlargement up to this value, so
 # a 20000x20000 photo is never warped (or copied) whole.
@@ -126,14 +126,20 @@ class LandmarkDetector:
             scheme, or guessed from the keypoint count).
         backend: ``"keras"`` runs the Keras model; ``"litert"`` first exports it
             with ``fpezoo.deploy.convert`` (a few seconds) and runs it with the
-            LiteRT interpreter on one thread, the fastest CPU backend the
-            [deploy] benchmark measured (batch 1: 1-4x faster than Keras on
-            FPENet; keypoints agree within 1e-3 px).
+            LiteRT interpreter on one thread (keypoints agree within 1e-2 px).
+            ``"auto"`` (default): ``"litert"`` for registered weights when
+            ``ai-edge-litert`` is installed, else ``"keras"``. Measured by
+            ``fpezoo benchmark`` (``docs/benchmarks/inference_speed.json``, batch
+            1, one core): LiteRT is the fastest backend for the 5-point model
+            (0.37 ms vs Keras 3.4 ms) and twice as fast as Keras for
+            ``fpenet68_w32`` (2.8 vs 5.4 ms; onnxruntime, 2.4 ms, would need an
+            ONNX export). Other models stay on Keras: exporting an arbitrary
+            model can fail, and costs seconds.
     """
 
     def __init__(self, model=None, detector="default", enlarge=None, input_color=None,
                  visibility_threshold=0.0, max_detection_side=DEFAULT_MAX_DETECTION_SIDE,
-                 batch_size=16, scheme=None, backend="keras"):
+                 batch_size=16, scheme=None, backend="auto"):
         self.model, registered = resolve_model(model)
         self.detector = get_detector(detector)
         self.input_size, self.input_color = model_input_spec(self.model, input_color)
@@ -149,6 +155,8 @@ class LandmarkDetector:
         self.scheme = scheme or registered.get("scheme") or _scheme_name(self.num_keypoints)
         if backend not in BACKENDS:
             raise ValueError(f"`backend` must be one of {BACKENDS}. Received: backend={backend!r}")
+        if backend == "auto":
+            backend = "litert" if registered and importlib.util.find_spec("ai_edge_litert") else "keras"
         self.backend = backend
         self._litert_runner = _litert_runner(self.model, self.input_size) if backend == "litert" else None
 

@@ -310,3 +310,15 @@ def test_litert_backend_matches_keras():
         np.testing.assert_allclose(litert_face.confidence, keras_face.confidence, atol=1e-4)
     with pytest.raises(ValueError, match="Received: backend='onnx'"):
         LandmarkDetector(model=model, detector=None, backend="onnx")
+
+
+def test_auto_backend_runs_registered_weights_with_litert():
+    pytest.importorskip("ai_edge_litert")
+    from fpezoo.models.fpenet import FPENet
+
+    registered = LandmarkDetector("retail5_mtfl", detector=None)
+    assert registered.backend == "litert"
+    image = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
+    keras_faces = LandmarkDetector("retail5_mtfl", detector=None, backend="keras").predict(image)
+    np.testing.assert_allclose(registered.predict(image)[0].keypoints, keras_faces[0].keypoints, atol=1e-2)
+    assert LandmarkDetector(FPENet(num_keypoints=5, width=4), detector=None).backend == "keras"
