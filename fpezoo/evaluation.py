@@ -16,7 +16,7 @@ Benchmarks (data from ``../shared/data`` or ``$FPEZOO_DATA``, see its README):
   (:func:`fpezoo.schemes.convert_keypoints`: eye centres are the mean of the
   eye contours). Framing (``box``): ``"landmarks"`` crops a square of
   ``enlarge`` times the longer side of the labels' five-point box
-  (:func:`with_landmark_boxes`, the rule the ``retail5_mtfl`` weights were
+  (:func:`fpezoo.data.with_landmark_boxes`, the rule the ``retail5_mtfl`` weights were
   trained with, as the issue-5 peer numbers were measured: "a tight box
   derived from the labels"); ``"image"`` takes each 80x80 loose crop whole
   (the official-style protocol). The default is the registered model's
@@ -49,6 +49,7 @@ import time
 import numpy as np
 
 from fpezoo import metrics, schemes
+from fpezoo.data import with_landmark_boxes
 from fpezoo.predictor import DEFAULT_ENLARGE
 
 BENCHMARKS = ("aflw2000-3d", "mtfl", "records")
@@ -187,39 +188,6 @@ def model_runner(model, input_color=None):
 
 
 # --------------------------------------------------------------------------- framing
-def with_landmark_boxes(records, scheme):
-    """Records in ``scheme`` whose box is the box of their points.
-
-    The crop rule of the ``retail5_mtfl`` weights (training in
-    ``scripts/train_retail5.py`` and the MTFL ``"landmarks"`` framing): the
-    face box is the tight box of the points
-    (:func:`fpezoo.data.records.landmark_box`), which a crop then enlarges.
-    Records of other schemes are converted to ``scheme``
-    (:func:`fpezoo.schemes.convert_keypoints`); a record is kept only when all
-    of ``scheme``'s points are visible (the rule needs the full box).
-
-    Args:
-        records: :class:`fpezoo.data.records.LandmarkRecord` list.
-        scheme: the scheme whose points make the box (e.g. ``"five_point"``).
-
-    Returns:
-        ``(records, dropped)``: the framed records, all points visible, and
-        how many records lacked one of the points.
-    """
-    num_keypoints = schemes.get_scheme(scheme).num_keypoints
-    framed = []
-    for record in records:
-        keypoints, visibility = record.keypoints, record.visibility
-        if record.scheme != scheme:
-            keypoints, visibility = schemes.convert_keypoints(keypoints, visibility, record.scheme, scheme)
-        if not (np.asarray(visibility) > 0).all() or not np.isfinite(keypoints).all():
-            continue
-        record = dataclasses.replace(record, keypoints=np.asarray(keypoints, dtype="float64"),
-                                     visibility=np.ones(num_keypoints, dtype="float32"), scheme=scheme)
-        framed.append(dataclasses.replace(record, box=record.landmark_box()))
-    return framed, len(records) - len(framed)
-
-
 def crop_framing(runner, benchmark, enlarge=None, box=None):
     """The crop a benchmark uses for a model: ``(enlarge, box)``.
 

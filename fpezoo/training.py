@@ -283,7 +283,7 @@ def read_source(source, scheme=None):
             ones), or ``"landmarks"``: each face's box is the tight box of its
             points converted to the training scheme, and faces lacking one of
             those points are dropped
-            (:func:`fpezoo.evaluation.with_landmark_boxes`, the crop rule of
+            (:func:`fpezoo.data.with_landmark_boxes`, the crop rule of
             the ``retail5_mtfl`` weights).
         scheme: the training scheme (a name); needed by ``"box": "landmarks"``.
 
@@ -306,7 +306,7 @@ def read_source(source, scheme=None):
                 f"A source with box={LANDMARK_BOX!r} needs the training scheme whose points make "
                 f"the box. Received: scheme=None"
             )
-        from fpezoo.evaluation import with_landmark_boxes
+        from fpezoo.data import with_landmark_boxes
 
         records, _ = with_landmark_boxes(records, scheme)
     elif source.get("box") is not None:

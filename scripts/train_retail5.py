@@ -9,7 +9,7 @@ landmarks-regression-retail-0009: 48x48 BGR 0-255 input, 190,616 parameters,
 
 Crop rule (the same for training, evaluation and the official model): the
 square of side ``enlarge`` times the longer side of the box of the five
-points (:func:`fpezoo.evaluation.with_landmark_boxes`, the ``"box": "landmarks"``
+points (:func:`fpezoo.data.with_landmark_boxes`, the ``"box": "landmarks"``
 of the recipes' data sources), centred on that box, resized to 48x48
 (:func:`fpezoo.data.pipeline.crop_transform`). At test time the box comes from
 the ground-truth points, as the peer numbers of issue 5 were measured ("fed a

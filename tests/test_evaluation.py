@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from fpezoo import evaluation
+from fpezoo.data import with_landmark_boxes
 from fpezoo.models.common import LandmarkModel
 
 INPUT_SIZE = 80
@@ -175,7 +176,7 @@ def test_landmark_boxes_are_the_labels_point_boxes():
     visible[14] = 0.0  # no nose tip: no full five-point box
     aflw[14] = np.nan
     incomplete = LandmarkRecord(np.zeros((200, 200, 3), np.uint8), aflw, visible, None, "aflw21", "test")
-    framed, dropped = evaluation.with_landmark_boxes([five, incomplete, converted], "five_point")
+    framed, dropped = with_landmark_boxes([five, incomplete, converted], "five_point")
     assert dropped == 1 and len(framed) == 2
     assert framed[0].box == (30.0, 35.0, 50.0, 55.0)
     assert framed[1].box == (130.0, 135.0, 150.0, 155.0)

@@ -147,7 +147,7 @@ def teacher_faces(shared_data):
     validation faces are ones the shipped weights did not train on.
     """
     from fpezoo.data.readers import read_aflw_crops
-    from fpezoo.evaluation import with_landmark_boxes
+    from fpezoo.data import with_landmark_boxes
     from fpezoo.training import in_validation_split
 
     records = read_aflw_crops(shared_data / "aflw-crops", teacher=True, max_flip_disagreement=0.1)

@@ -16,7 +16,7 @@ from fpezoo.data.readers import (
     read_pts,
     read_tao_json,
 )
-from fpezoo.data.records import LandmarkRecord, landmark_box
+from fpezoo.data.records import LandmarkRecord, landmark_box, with_landmark_boxes
 
 __all__ = [
     "LandmarkRecord",
@@ -30,4 +30,5 @@ __all__ = [
     "read_mtfl",
     "read_pts",
     "read_tao_json",
+    "with_landmark_boxes",
 ]

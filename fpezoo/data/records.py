@@ -157,6 +157,41 @@ def landmark_box(keypoints, visibility=None):
     return (float(x_min), float(y_min), float(x_max), float(y_max))
 
 
+def with_landmark_boxes(records, scheme):
+    """Records in ``scheme`` whose box is the box of their points.
+
+    The crop rule of the ``retail5_mtfl`` weights (training in
+    ``scripts/train_retail5.py`` and the MTFL ``"landmarks"`` framing): the
+    face box is the tight box of the points
+    (:func:`landmark_box`), which a crop then enlarges.
+    Records of other schemes are converted to ``scheme``
+    (:func:`fpezoo.schemes.convert_keypoints`); a record is kept only when all
+    of ``scheme``'s points are visible (the rule needs the full box).
+
+    Args:
+        records: :class:`LandmarkRecord` list.
+        scheme: the scheme whose points make the box (e.g. ``"five_point"``).
+
+    Returns:
+        ``(records, dropped)``: the framed records, all points visible, and
+        how many records lacked one of the points.
+    """
+    from fpezoo import schemes
+
+    num_keypoints = schemes.get_scheme(scheme).num_keypoints
+    framed = []
+    for record in records:
+        keypoints, visibility = record.keypoints, record.visibility
+        if record.scheme != scheme:
+            keypoints, visibility = schemes.convert_keypoints(keypoints, visibility, record.scheme, scheme)
+        if not (np.asarray(visibility) > 0).all() or not np.isfinite(keypoints).all():
+            continue
+        record = dataclasses.replace(record, keypoints=np.asarray(keypoints, dtype="float64"),
+                                     visibility=np.ones(num_keypoints, dtype="float32"), scheme=scheme)
+        framed.append(dataclasses.replace(record, box=record.landmark_box()))
+    return framed, len(records) - len(framed)
+
+
 def read_image(path, color="rgb"):
     """Reads an image file as uint8 ``(H, W, 1)`` grayscale or ``(H, W, 3)`` RGB/BGR.
 
