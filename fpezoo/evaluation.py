@@ -38,7 +38,6 @@ Command line::
     fpezoo evaluate --ced a.json b.json --out ced.png
 """
 
-import dataclasses
 import json
 import numbers
 import os

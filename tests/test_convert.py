@@ -1,7 +1,6 @@
 """Tests of fpezoo.deploy.convert: sources, targets, atomic writes, runtime parity."""
 
 import importlib
-import os
 import pathlib
 
 import keras
