@@ -32,7 +32,10 @@ keyword arguments; ``weights`` the starting weights: None (random), a registered
 name, a ``.weights.h5`` file (e.g. the ``best.weights.h5`` of an earlier stage), or,
 for ``RetailLandmarks5``, the OpenVINO IR ``.xml`` of landmarks-regression-retail-0009
 (its official weights, :func:`fpezoo.models.retail.import_openvino_retail`);
-``freeze_batch_norms`` keeps every ``BatchNormalization`` layer fixed
+``widen_from`` instead starts from registered weights of a narrower model of the
+same builder, copied into this wider one with its function preserved
+(:func:`fpezoo.models.widen.widen_weights`, Net2Net; e.g. width-64 FPENet from
+the trained width 32); ``freeze_batch_norms`` keeps every ``BatchNormalization`` layer fixed
 (``trainable=False``, which also runs it in inference mode), e.g. the imported
 retail-0009 batch norms, which are folded affine maps with unit statistics.
 
@@ -81,7 +84,8 @@ from fpezoo import schemes
 from fpezoo.schedules import get_schedule
 
 DEFAULTS = {
-    "model": {"builder": "FPENet", "config": {}, "weights": None, "freeze_batch_norms": False},
+    "model": {"builder": "FPENet", "config": {}, "weights": None, "widen_from": None,
+              "freeze_batch_norms": False},
     "scheme": None,
     "data": {
         "sources": [],
@@ -105,7 +109,7 @@ DEFAULTS = {
     "distribution": {"strategy": "default"},
 }
 TOP_LEVEL_KEYS = tuple(DEFAULTS)
-MODEL_KEYS = ("builder", "config", "weights", "freeze_batch_norms")
+MODEL_KEYS = ("builder", "config", "weights", "widen_from", "freeze_batch_norms")
 SOURCE_KEYS = ("reader", "path", "options", "weight", "limit", "drop_off_face_rows", "box")
 # Source `box` value that frames each face by the box of its points (see read_source).
 LANDMARK_BOX = "landmarks"
@@ -226,6 +230,21 @@ def _check_model(model):
             f"'RetailLandmarks5' builder only. Received: builder={model['builder']!r}, "
             f"weights={weights!r}"
         )
+    widen_from = model.get("widen_from")
+    if widen_from is not None:
+        from fpezoo.weights import registry_entry
+
+        if weights is not None:
+            raise ValueError(
+                "`model.widen_from` and `model.weights` both set the starting weights: give one. "
+                f"Received: weights={weights!r}, widen_from={widen_from!r}"
+            )
+        if registry_entry(widen_from)["builder"] != model["builder"]:
+            raise ValueError(
+                f"`model.widen_from` must name weights of the {model['builder']!r} builder. "
+                f"Received: widen_from={widen_from!r} (builder "
+                f"{registry_entry(widen_from)['builder']!r})"
+            )
     freeze = model.get("freeze_batch_norms", False)
     if not isinstance(freeze, bool):
         raise ValueError(
@@ -394,12 +413,14 @@ def build_model(config):
 
     The ``model`` entry's ``weights`` may also be an OpenVINO ``.xml``: its
     weights are imported (:func:`fpezoo.models.retail.import_openvino_retail`)
-    and loaded by layer name like a weights file. With
-    ``freeze_batch_norms``, every ``BatchNormalization`` layer is frozen.
+    and loaded by layer name like a weights file. With ``widen_from``, the
+    registered narrower model's weights are widened into this one (seeded by
+    the config's ``seed``). With ``freeze_batch_norms``, every
+    ``BatchNormalization`` layer is frozen.
     """
     import tempfile
 
-    from fpezoo.weights import registered_builder
+    from fpezoo.weights import build_registered, registered_builder
 
     model_config = config["model"]
     builder = registered_builder(model_config["builder"])
@@ -412,6 +433,10 @@ def build_model(config):
             import_openvino_retail(weights).save_weights(imported)
             weights = str(imported)
         model = builder(weights=weights, **model_config.get("config", {}))
+    if model_config.get("widen_from") is not None:
+        from fpezoo.models.widen import widen_weights
+
+        widen_weights(build_registered(model_config["widen_from"]), model, seed=config["seed"])
     if model_config.get("freeze_batch_norms"):
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):

@@ -119,7 +119,8 @@ def test_model_entry_is_validated():
         return training.resolve_config({"output_dir": "x", "model": model})
 
     assert resolve({"freeze_batch_norms": True})["model"] == {
-        "builder": "FPENet", "config": {}, "weights": None, "freeze_batch_norms": True}
+        "builder": "FPENet", "config": {}, "weights": None, "widen_from": None,
+        "freeze_batch_norms": True}
     with pytest.raises(ValueError, match=r"Unknown model key\(s\) \['freeze'\]"):
         resolve({"freeze": True})
     with pytest.raises(ValueError, match="Received: freeze_batch_norms='yes'"):
@@ -130,6 +131,12 @@ def test_model_entry_is_validated():
         resolve({"weights": "retail.xml"})
     with pytest.raises(ValueError, match="Received: weights=3"):
         resolve({"weights": 3})
+    with pytest.raises(ValueError, match="Received: weights='a.weights.h5', widen_from='fpenet68_w32'"):
+        resolve({"weights": "a.weights.h5", "widen_from": "fpenet68_w32"})
+    with pytest.raises(ValueError, match="Received: widen_from='retail5_mtfl'"):
+        resolve({"widen_from": "retail5_mtfl"})
+    with pytest.raises(ValueError, match="Unknown weights name 'fpenet68_w8'"):
+        resolve({"widen_from": "fpenet68_w8"})
 
 
 def test_build_model_freezes_the_batch_norms():
@@ -141,6 +148,19 @@ def test_build_model_freezes_the_batch_norms():
     unfrozen = training.build_model(training.resolve_config(
         {"output_dir": "x", "model": {**model_config, "freeze_batch_norms": False}}))
     assert len(unfrozen.trainable_weights) == len(model.trainable_weights) + 2 * len(norms)
+
+
+def test_build_model_widens_registered_weights_into_a_wider_model():
+    from fpezoo.weights import build_registered
+
+    config = training.resolve_config({"output_dir": "x", "model": {
+        "widen_from": "fpenet68_w32", "config": {"num_keypoints": 68, "width": 40, "heatmap_size": 40}}})
+    wide = training.build_model(config)
+    assert wide.get_layer("encoder1_conv").get_weights()[0].shape == (3, 3, 1, 40)
+    narrow = build_registered("fpenet68_w32")
+    faces = np.random.default_rng(0).uniform(0, 255, (2, 80, 80, 1)).astype("float32")
+    np.testing.assert_allclose(wide.predict_on_batch(faces)[0], narrow.predict_on_batch(faces)[0],
+                               atol=1e-3)
 
 
 @pytest.mark.data
