@@ -60,6 +60,21 @@ there and worker ``i`` in ``output_dir/workers/worker<i>``):
   validation loss, and ``best.keras``, the full model with those weights;
 * ``final.weights.h5`` and ``summary.json`` (epochs, steps, faces, time).
 
+Heatmap training: a model whose keypoints come from an argmax (``FAN``) gets
+no gradient through them, so it trains with the ``"adaptive_wing"`` loss
+(:class:`fpezoo.losses.AdaptiveWingLoss`; ``loss.config`` takes its arguments
+such as ``sigma``, while ``input_size``, the frame of the labels, is the
+model's input size): ``fit`` runs on
+:func:`fpezoo.models.fan.heatmap_training_model`, which shares the FAN's
+layers, with one loss per stack on the same keypoint labels (``loss`` is their
+sum; with several stacks, each stack's is logged as ``keypoint_head*_loss``)
+and the NME metric on the decoded keypoints (logged as ``keypoints_nme_*``).
+The returned model, ``best.keras`` and the weights files are the FAN's. A
+keypoint loss (``l1``, ``l2``, ``wing``) with such a model, or
+``adaptive_wing`` with a model without argmax-decoded heatmaps, is refused
+before any data is read. (A 3D FAN's depth network gets no gradient from the
+heatmaps.)
+
 Distribution: ``"distribution": {"strategy": "mirrored"}`` (optionally with
 ``"devices"``) or ``{"strategy": "multi_worker"}`` (cluster from ``TF_CONFIG``)
 runs ``fit`` under ``tf.distribute``; ``batch_size`` is the global batch.
@@ -123,7 +138,10 @@ READERS = {
 }
 # Benchmarks that must never be trained or validated on.
 BENCHMARK_READERS = ("aflw2000_3d",)
-LOSSES = {"l1": "L1Loss", "l2": "L2Loss", "wing": "WingLoss"}
+LOSSES = {"l1": "L1Loss", "l2": "L2Loss", "wing": "WingLoss",
+          "adaptive_wing": "AdaptiveWingLoss"}
+# Losses on the heatmaps of an argmax-decoded model (see check_loss_fits_model).
+HEATMAP_LOSSES = ("adaptive_wing",)
 OPTIMIZERS = {
     "adamw": keras.optimizers.AdamW,
     "adam": keras.optimizers.Adam,
@@ -188,6 +206,12 @@ def resolve_config(config):
     if resolved["loss"]["name"] not in LOSSES:
         raise ValueError(
             f"`loss.name` must be one of {sorted(LOSSES)}. Received: loss.name={resolved['loss']['name']!r}"
+        )
+    if resolved["loss"]["name"] in HEATMAP_LOSSES and "input_size" in resolved["loss"]["config"]:
+        raise ValueError(
+            "The heatmap loss's `input_size` is the model's input size, which training sets: "
+            "remove it from loss.config. "
+            f"Received: loss.config.input_size={resolved['loss']['config']['input_size']!r}"
         )
     if resolved["optimizer"]["name"] not in OPTIMIZERS:
         raise ValueError(
@@ -458,15 +482,86 @@ def model_scheme(config, model):
     return scheme
 
 
-def make_loss(loss_config, scheme):
-    """The keypoint loss of the config's ``loss`` entry (``fpezoo.losses``)."""
+def check_loss_fits_model(config, model):
+    """Checks that the config's loss can train ``model``.
+
+    Keypoints decoded by :class:`fpezoo.layers.HeatmapArgmax` (FAN) have no
+    gradient: such a model trains on its heatmaps with a loss of
+    :data:`HEATMAP_LOSSES`, and those losses need such heatmaps (the soft-argmax
+    heatmaps of FPENet are not Gaussian targets; train its keypoints instead).
+
+    Raises:
+        ValueError: when the loss and the model do not fit.
+    """
+    from fpezoo.layers import HeatmapArgmax
+
+    name, builder = config["loss"]["name"], config["model"]["builder"]
+    argmax_decoded = any(isinstance(layer, HeatmapArgmax) for layer in model.layers)
+    if argmax_decoded and name not in HEATMAP_LOSSES:
+        raise ValueError(
+            f"The keypoints of {builder!r} come from an argmax, which has no gradient: train its "
+            f"heatmaps with loss.name in {list(HEATMAP_LOSSES)}. "
+            f"Received: loss.name={name!r}, builder={builder!r}"
+        )
+    if name in HEATMAP_LOSSES and not argmax_decoded:
+        keypoint_losses = sorted(set(LOSSES) - set(HEATMAP_LOSSES))
+        raise ValueError(
+            f"Loss {name!r} trains heatmaps decoded by an argmax (FAN's heatmap layers) and "
+            f"{builder!r} has none: use a keypoint loss, one of {keypoint_losses}. "
+            f"Received: loss.name={name!r}, builder={builder!r}"
+        )
+
+
+def make_loss(loss_config, scheme, input_size=None):
+    """The loss of the config's ``loss`` entry (``fpezoo.losses``).
+
+    Args:
+        loss_config: the config's ``loss`` entry.
+        scheme: the training :class:`fpezoo.schemes.KeypointScheme`.
+        input_size: ``(height, width)`` of the model input, the frame of the
+            labels; given to the heatmap losses.
+    """
     from fpezoo import losses
 
+    options = dict(loss_config.get("config", {}))
+    if loss_config["name"] in HEATMAP_LOSSES:
+        options["input_size"] = input_size
     loss_class = getattr(losses, LOSSES[loss_config["name"]])
-    return loss_class(
-        scheme=scheme.name, region_weights=loss_config.get("region_weights"),
-        **loss_config.get("config", {}),
-    )
+    return loss_class(scheme=scheme.name, region_weights=loss_config.get("region_weights"), **options)
+
+
+def make_trainer(config, model, scheme, input_size):
+    """The model ``fit`` trains, with its losses and metrics.
+
+    A keypoint loss trains ``model`` itself. A heatmap loss trains
+    :func:`fpezoo.models.fan.heatmap_training_model` of ``model`` (sharing its
+    layers), one loss per stack, with the decoded keypoints as a last output
+    that carries no loss and the NME metric; its labels are one copy of
+    ``y_true`` per output (:func:`labels_per_output`).
+
+    Args:
+        config: the resolved config.
+        model: the landmark model.
+        scheme: the training :class:`fpezoo.schemes.KeypointScheme`.
+        input_size: ``(height, width)`` of the model input.
+
+    Returns:
+        ``(trainer, loss, metrics)``, the last two for ``trainer.compile``.
+    """
+    loss = make_loss(config["loss"], scheme, input_size)
+    metric = default_metric(scheme)
+    if config["loss"]["name"] not in HEATMAP_LOSSES:
+        return model, loss, [metric]
+    from fpezoo.models.fan import heatmap_training_model
+
+    trainer = heatmap_training_model(model, keypoints=True)
+    num_stacks = len(trainer.outputs) - 1
+    return trainer, [loss] * num_stacks + [None], [[]] * num_stacks + [[metric]]
+
+
+def labels_per_output(dataset, num_outputs):
+    """``dataset`` of ``(images, y_true)`` with ``y_true`` repeated, one per output."""
+    return dataset.map(lambda images, y_true: (images, (y_true,) * num_outputs))
 
 
 def default_metric(scheme):
@@ -589,12 +684,15 @@ class BestWeightsExport(keras.callbacks.Callback):
         monitor: the log to minimise (``"val_loss"`` or ``"loss"``).
         resume: start from the ``best.json`` of the interrupted run (otherwise
             the first epoch's value is the best so far).
+        landmark_model: the model whose weights are saved (None: the model
+            being fit), e.g. the FAN whose layers a heatmap trainer shares.
     """
 
-    def __init__(self, directory, monitor="val_loss", resume=False):
+    def __init__(self, directory, monitor="val_loss", resume=False, landmark_model=None):
         super().__init__()
         self.directory = pathlib.Path(directory)
         self.monitor = monitor
+        self.landmark_model = landmark_model
         self.weights_path = self.directory / "best.weights.h5"
         self.record_path = self.directory / "best.json"
         self.best = None
@@ -606,7 +704,7 @@ class BestWeightsExport(keras.callbacks.Callback):
         if value is None or not math.isfinite(float(value)):
             return
         if self.best is None or float(value) < self.best["value"]:
-            self.model.save_weights(self.weights_path, overwrite=True)
+            (self.landmark_model or self.model).save_weights(self.weights_path, overwrite=True)
             self.best = {"epoch": epoch, "monitor": self.monitor, "value": float(value)}
             self.record_path.write_text(json.dumps(self.best, indent=2))
 
@@ -628,7 +726,8 @@ def train(config, train_data=None, validation_data=None, callbacks=None, num_tra
             faces (sets the default ``steps_per_epoch``).
 
     Returns:
-        The trained model (with the final weights) and a summary dict:
+        The trained model (with the final weights; with a heatmap loss, the
+        FAN itself, not its heatmap trainer) and a summary dict:
         ``(model, summary)``.
     """
     config = resolve_config(config)
@@ -643,6 +742,7 @@ def train(config, train_data=None, validation_data=None, callbacks=None, num_tra
     with strategy.scope():
         model = build_model(config)
     scheme = model_scheme(config, model)
+    check_loss_fits_model(config, model)
     input_shape, color = _input_format(config, model)
 
     if train_data is None:
@@ -662,16 +762,17 @@ def train(config, train_data=None, validation_data=None, callbacks=None, num_tra
     total_steps = steps_per_epoch * config["epochs"]
 
     with strategy.scope():
-        model.compile(
-            optimizer=make_optimizer(config, total_steps),
-            loss=make_loss(config["loss"], scheme),
-            metrics=[default_metric(scheme)],
-        )
+        trainer, loss, metrics = make_trainer(config, model, scheme, input_shape[:2])
+        trainer.compile(optimizer=make_optimizer(config, total_steps), loss=loss, metrics=metrics)
+    if trainer is not model:
+        train_dataset = labels_per_output(train_dataset, len(trainer.outputs))
+        if validation_dataset is not None:
+            validation_dataset = labels_per_output(validation_dataset, len(trainer.outputs))
     monitor = "val_loss" if validation_dataset is not None else "loss"
     resuming = (run_dir / "backup" / "training_metadata.json").is_file()
     if not resuming:  # a fresh run replaces the logs of a finished one
         (run_dir / "history.csv").unlink(missing_ok=True)
-    best_export = BestWeightsExport(run_dir, monitor, resume=resuming)
+    best_export = BestWeightsExport(run_dir, monitor, resume=resuming, landmark_model=model)
     own_callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
         best_export,
@@ -679,8 +780,8 @@ def train(config, train_data=None, validation_data=None, callbacks=None, num_tra
         keras.callbacks.TensorBoard(str(run_dir / "logs"), update_freq="epoch"),
     ]
     start = time.time()
-    with _multi_worker_fit_fixes(model, strategy):
-        history = model.fit(
+    with _multi_worker_fit_fixes(trainer, strategy):
+        history = trainer.fit(
             train_dataset,
             epochs=config["epochs"],
             steps_per_epoch=steps_per_epoch,
@@ -697,7 +798,7 @@ def train(config, train_data=None, validation_data=None, callbacks=None, num_tra
         "first_epoch_this_run": history.epoch[0] if history.epoch else config["epochs"],
         "epochs_run": epochs_run,
         "steps_per_epoch": steps_per_epoch,
-        "optimizer_iterations": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "optimizer_iterations": int(keras.ops.convert_to_numpy(trainer.optimizer.iterations)),
         "num_replicas": strategy.num_replicas_in_sync,
         "faces": counts,
         "best": best_export.best,

@@ -365,7 +365,7 @@ def heatmap_layer_names(model):
     return names + [KEYPOINT_HEAD]
 
 
-def heatmap_training_model(model):
+def heatmap_training_model(model, keypoints=False):
     """A model sharing ``model``'s layers whose outputs are every stack's heatmaps.
 
     Training it (e.g. with :class:`fpezoo.losses.AdaptiveWingLoss`, one loss per
@@ -374,11 +374,15 @@ def heatmap_training_model(model):
 
     Args:
         model: a model built by :func:`FAN`.
+        keypoints: also return ``model``'s decoded keypoints as a last output,
+            named ``"keypoints"``, e.g. for an NME metric (compile it with no
+            loss: ``None`` in the loss list).
 
     Returns:
         A ``keras.Model`` with ``model``'s input whose outputs are the
         ``num_stacks`` heatmap tensors ``(N, input_size / 4, input_size / 4, K)``
-        (Keras returns a single tensor, not a list, for one stack).
+        (Keras returns a single tensor, not a list, for one stack without
+        ``keypoints``), then the keypoints when asked.
 
     Raises:
         ValueError: when ``model`` has no FAN heatmap head.
@@ -390,6 +394,8 @@ def heatmap_training_model(model):
             f"heatmap_training_model needs a model built by fpezoo.FAN (with a "
             f"'{KEYPOINT_HEAD}' layer). Received: model={model.name!r}"
         ) from None
+    if keypoints:
+        outputs.append(keras.layers.Identity(name="keypoints")(model.outputs[0]))
     return keras.Model(model.input, outputs, name=f"{model.name}_heatmaps")
 
 
