@@ -266,22 +266,15 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
             crops.append(crop.reshape(runner.input_size + (-1,)))
             transforms.append(transform)
         crops = np.stack(crops).astype("float32")
-        points, scores = runner(crops)
         if flip_test:
-            points, scores = _flip_averaged(runner, crops, points, scores, scheme)
+            if scheme is None:
+                raise ValueError("flip_test needs the model's keypoint scheme. Received: scheme=None")
+            points, scores = schemes.flip_averaged_predictions(runner, crops, scheme)
+        else:
+            points, scores = runner(crops)
         keypoints.extend(invert_points(p, t) for p, t in zip(points, transforms))
         confidence.append(np.asarray(scores, dtype="float32"))
     return np.stack(keypoints).astype("float64"), np.concatenate(confidence)
-
-
-def _flip_averaged(runner, crops, points, scores, scheme):
-    if scheme is None:
-        raise ValueError("flip_test needs the model's keypoint scheme. Received: scheme=None")
-    flipped_points, flipped_scores = runner(crops[:, :, ::-1])
-    visible = np.ones(flipped_points.shape[:2], dtype="float32")
-    unflipped, _ = schemes.flip_keypoints(flipped_points, visible, scheme, runner.input_size[1])
-    order = np.asarray(schemes.get_scheme(scheme).flip_permutation)
-    return (points + unflipped) / 2.0, (scores + np.asarray(flipped_scores)[:, order]) / 2.0
 
 
 def to_scheme(keypoints, source, target):

@@ -58,6 +58,9 @@ def configure_parser(parser):
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="run the landmark model with Keras or exported to LiteRT (faster on CPU); "
                              "auto: LiteRT for registered weights (default: %(default)s)")
+    parser.add_argument("--flip-test", action="store_true",
+                        help="average each face with its mirror image (twice the model time, "
+                             "lower error)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -74,7 +77,7 @@ def run(args):
         predictor = LandmarkDetector(
             model=args.model, detector=None if args.detector == "none" else args.detector,
             visibility_threshold=args.visibility_threshold, batch_size=args.batch_size,
-            backend=args.backend,
+            backend=args.backend, flip_test=args.flip_test,
         )
         writer = ResultWriter(args.output, predictor.num_keypoints, resume=args.resume)
     except (FileNotFoundError, FileExistsError, LookupError, ValueError, TypeError, ImportError) as error:

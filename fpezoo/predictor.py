@@ -37,6 +37,7 @@ from fpezoo.detection import (
     landmark_box,
 )
 from fpezoo.imageio import load_image
+from fpezoo.schemes import flip_averaged_predictions, get_scheme
 
 # Side of the square crop around a face's landmark box, in multiples of the
 # box's longer side: the training crops of AFLW (fpezoo's main training source)
@@ -135,11 +136,15 @@ class LandmarkDetector:
             ``fpenet68_w32`` (2.8 vs 5.4 ms; onnxruntime, 2.4 ms, would need an
             ONNX export). Other models stay on Keras: exporting an arbitrary
             model can fail, and costs seconds.
+        flip_test: also run each crop's mirror image and average the two
+            predictions (:func:`fpezoo.schemes.flip_averaged_predictions`): twice
+            the model time, lower error (``fpenet68_w32`` on AFLW2000-3D: 6.57 %
+            instead of 6.79 %, ``weights/fpenet68_w32.md``).
     """
 
     def __init__(self, model=None, detector="default", enlarge=None, input_color=None,
                  visibility_threshold=0.0, max_detection_side=DEFAULT_MAX_DETECTION_SIDE,
-                 batch_size=16, scheme=None, backend="auto"):
+                 batch_size=16, scheme=None, backend="auto", flip_test=False):
         self.model, registered = resolve_model(model)
         self.detector = get_detector(detector)
         self.input_size, self.input_color = model_input_spec(self.model, input_color)
@@ -159,6 +164,14 @@ class LandmarkDetector:
             backend = "litert" if registered and importlib.util.find_spec("ai_edge_litert") else "keras"
         self.backend = backend
         self._litert_runner = _litert_runner(self.model, self.input_size) if backend == "litert" else None
+        self.flip_test = bool(flip_test)
+        if self.flip_test and self.scheme is None:
+            raise ValueError(
+                "`flip_test` needs the keypoint scheme (its left/right pairs): pass `scheme`. "
+                f"Received: scheme=None, num_keypoints={self.num_keypoints}"
+            )
+        if self.flip_test:
+            get_scheme(self.scheme)
 
     def __repr__(self):
         return (f"LandmarkDetector(model={self.model.name!r}, detector={self.detector!r}, "
@@ -280,10 +293,11 @@ class LandmarkDetector:
             padded = 2 ** math.ceil(math.log2(len(batch)))
             if padded > len(batch):
                 batch = np.concatenate([batch, np.zeros((padded - len(batch),) + batch.shape[1:], batch.dtype)])
-            if self._litert_runner is None:
-                batch_keypoints, batch_confidence = self.model.predict_on_batch(batch)
+            run = self.model.predict_on_batch if self._litert_runner is None else self._litert_runner
+            if self.flip_test:
+                batch_keypoints, batch_confidence = flip_averaged_predictions(run, batch, self.scheme)
             else:
-                batch_keypoints, batch_confidence = self._litert_runner(batch)
+                batch_keypoints, batch_confidence = run(batch)
             count = min(self.batch_size, len(crops) - start)
             keypoints.append(np.asarray(batch_keypoints)[:count])
             confidence.append(np.asarray(batch_confidence)[:count])

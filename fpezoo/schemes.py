@@ -449,6 +449,31 @@ def flip_keypoints(keypoints, visibility, scheme, image_width):
     return mirrored, visibility
 
 
+def flip_averaged_predictions(run, crops, scheme):
+    """Test-time flip averaging: predictions on crops and on their mirror images.
+
+    The mirrored crops' keypoints are flipped back (:func:`flip_keypoints`) and
+    averaged with the direct ones, as are the confidences (permuted alike).
+
+    Args:
+        run: a callable ``crops -> (keypoints (N, K, 2), confidence (N, K))``
+            in crop pixels, e.g. a Keras model's ``predict_on_batch``.
+        crops: ``(N, H, W, C)`` model-input crops.
+        scheme: the model's scheme name or :class:`KeypointScheme` with K points.
+
+    Returns:
+        ``(keypoints, confidence)`` averaged over the two views.
+    """
+    scheme = get_scheme(scheme)
+    crops = np.asarray(crops)
+    points, scores = (np.asarray(array) for array in run(crops))
+    mirrored = np.ascontiguousarray(crops[:, :, ::-1])
+    flipped_points, flipped_scores = (np.asarray(array) for array in run(mirrored))
+    unflipped, _ = flip_keypoints(flipped_points, None, scheme, crops.shape[2])
+    order = np.asarray(scheme.flip_permutation)
+    return (points + unflipped) / 2.0, (scores + flipped_scores[:, order]) / 2.0
+
+
 # --------------------------------------------------------------------------- conversions
 # Each scheme's points that are the same feature as one iBUG-68 point:
 # {scheme: {ibug68 index: scheme index}}.

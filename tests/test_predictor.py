@@ -322,3 +322,22 @@ def test_auto_backend_runs_registered_weights_with_litert():
     keras_faces = LandmarkDetector("retail5_mtfl", detector=None, backend="keras").predict(image)
     np.testing.assert_allclose(registered.predict(image)[0].keypoints, keras_faces[0].keypoints, atol=1e-2)
     assert LandmarkDetector(FPENet(num_keypoints=5, width=4), detector=None).backend == "keras"
+
+
+def test_flip_test_averages_the_face_and_its_mirror_image():
+    from fpezoo import schemes
+    from fpezoo.models.fpenet import FPENet
+
+    image = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
+    box = [(180, 80, 280, 200)]  # the face; box edges mirror as x -> width - x
+    mirrored_box = [(image.shape[1] - box[0][2], box[0][1], image.shape[1] - box[0][0], box[0][3])]
+    plain = LandmarkDetector("fpenet68_w32", detector=None, backend="keras")
+    direct = plain.predict(image, boxes=box)[0]
+    mirrored = plain.predict(np.ascontiguousarray(image[:, ::-1]), boxes=mirrored_box)[0]
+    mirrored_back, _ = schemes.flip_keypoints(mirrored.keypoints, None, "ibug68", image.shape[1])
+    averaged = LandmarkDetector("fpenet68_w32", detector=None, backend="keras", flip_test=True)
+    face = averaged.predict(image, boxes=box)[0]
+    assert np.abs(direct.keypoints - mirrored_back).max() > 0.1, "the two views should differ"
+    np.testing.assert_allclose(face.keypoints, (direct.keypoints + mirrored_back) / 2, atol=0.05)
+    with pytest.raises(ValueError, match="Received: scheme=None, num_keypoints=7"):
+        LandmarkDetector(FPENet(num_keypoints=7, width=4), detector=None, flip_test=True)
