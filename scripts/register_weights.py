@@ -1,6 +1,7 @@
 """Registers the best weights of a training run in ``weights/registry.json``.
 
-Copies ``<run>/best.weights.h5`` to ``weights/<name>.weights.h5`` and writes the
+Writes the model weights of ``<run>/best.weights.h5`` (without the optimizer
+state that training checkpoints carry) to ``weights/<name>.weights.h5`` and the
 registry entry (format in :mod:`fpezoo.weights`): builder and config from the
 run's ``config.json``, the file's sha256, the model card ``weights/<name>.md``
 (written by hand: training data and terms, recipe, measured numbers), the
@@ -15,7 +16,6 @@ Usage::
 import argparse
 import json
 import pathlib
-import shutil
 import sys
 
 WEIGHTS = pathlib.Path(__file__).resolve().parents[1] / "weights"
@@ -32,14 +32,16 @@ def main(argv=None):
                         help="the predictor's default model (fpezoo.predictor.default_model_name)")
     args = parser.parse_args(argv)
 
-    from fpezoo.weights import REGISTRY_FILE, WEIGHTS_SUFFIX, sha256
+    from fpezoo.weights import REGISTRY_FILE, WEIGHTS_SUFFIX, registered_builder, sha256
 
     source = args.run / "best.weights.h5"
     if not source.is_file():
         raise FileNotFoundError(f"The run has no best weights. Received: run={str(args.run)!r}")
     model = json.loads((args.run / "config.json").read_text())["model"]
     target = WEIGHTS / f"{args.name}{WEIGHTS_SUFFIX}"
-    shutil.copyfile(source, target)
+    trained = registered_builder(model["builder"])(weights=None, **model.get("config", {}))
+    trained.load_weights(source)
+    trained.save_weights(target)
     registry_path = WEIGHTS / REGISTRY_FILE
     registry = json.loads(registry_path.read_text()) if registry_path.is_file() else {}
     entry = {

@@ -15,6 +15,7 @@ from fpezoo import evaluation, weights
 # Each bound is the measurement on those faces (see the model card) plus a margin.
 PRETRAINED = {
     "fpenet68_w32": ("aflw2000-3d", 0.05),
+    "fpenet68_w64": ("aflw2000-3d", 0.045),
 }
 NUM_FACES = 50
 
