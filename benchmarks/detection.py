@@ -42,7 +42,6 @@ Data come from ``$FPEZOO_DATA`` or ``../shared/data``.
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 import time
@@ -52,7 +51,7 @@ from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from fpezoo import detection  # noqa: E402
+from fpezoo import detection, evaluation  # noqa: E402
 
 IOU_THRESHOLD = 0.3
 MAX_SIZE_RATIO = 4.0
@@ -62,8 +61,7 @@ IBUG_NOSE_TIP, IBUG_MOUTH_CORNERS = 30, (48, 54)
 
 
 def data_dir():
-    path = pathlib.Path(os.environ.get("FPEZOO_DATA") or
-                        pathlib.Path(__file__).resolve().parents[2] / "shared" / "data")
+    path = evaluation.data_dir()
     if not path.is_dir():
         sys.exit(f"Face data not found: set FPEZOO_DATA. Received: path={path}")
     return path

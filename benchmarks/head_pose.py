@@ -19,13 +19,12 @@ labelled in the shared data, so pitch and roll are not measured.
 
 import argparse
 import json
-import os
 import pathlib
 import time
 
 import numpy as np
 
-from fpezoo import geometry
+from fpezoo import evaluation, geometry
 
 IMAGE_SIZE = (450, 450)
 YAW_BINS = {"|yaw|<=30": (0.0, 30.0), "30<|yaw|<=60": (30.0, 60.0), "|yaw|>60": (60.0, np.inf)}
@@ -53,9 +52,7 @@ def yaw_errors_by_bin(predicted_yaw, labelled_yaw):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = (os.environ.get("FPEZOO_DATA")
-                    or pathlib.Path(__file__).resolve().parents[2] / "shared" / "data")
-    parser.add_argument("--data", default=str(default_data), help="the shared data folder")
+    parser.add_argument("--data", default=str(evaluation.data_dir()), help="the shared data folder")
     parser.add_argument("--output", default="head_pose.json")
     args = parser.parse_args()
 

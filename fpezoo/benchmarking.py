@@ -173,11 +173,10 @@ def crop_milliseconds(repeats):
 def _calibration_crops(size, channels, count=64):
     """Real MTFL crops at ``size`` when the shared data is here, else random ones."""
     from fpezoo.deploy.convert import CalibrationImages
+    from fpezoo.evaluation import data_dir
 
-    data = os.environ.get("FPEZOO_DATA") or os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
-    folder = os.path.join(data, "mtfl", "AFLW")
-    if os.path.isdir(folder):
+    folder = data_dir() / "mtfl" / "AFLW"
+    if folder.is_dir():
         color = "grayscale" if channels == 1 else "rgb"
         return CalibrationImages(folder, size, channels, color, limit=count).array(), "mtfl"
     rng = np.random.default_rng(0)

@@ -65,11 +65,20 @@ PRIMARY_ERRORS = {"aflw2000-3d": "nme_box", "mtfl": "nme_eye_centres", "records"
 
 
 def data_dir():
-    """The shared data folder: ``$FPEZOO_DATA`` or ``../shared/data`` beside the project."""
+    """The shared data folder (see ``../shared/data/README.md``).
+
+    Returns:
+        ``$FPEZOO_DATA`` when set; else ``shared/data`` beside the project checkout
+        (for an editable install) or beside the working directory (``../shared/data``,
+        for an installed wheel run from the project), whichever exists, the latter
+        when neither does (readers then name the missing file).
+    """
     override = os.environ.get("FPEZOO_DATA")
     if override:
         return pathlib.Path(override)
-    return pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+    beside_checkout = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+    beside_cwd = pathlib.Path.cwd().parent / "shared" / "data"
+    return beside_checkout if beside_checkout.is_dir() else beside_cwd
 
 
 # --------------------------------------------------------------------------- models

@@ -15,10 +15,11 @@ PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def shared_data_dir():
-    """The shared data folder, or None when it is not on this machine."""
-    candidate = os.environ.get("FPEZOO_DATA") or PROJECT_ROOT.parent / "shared" / "data"
-    candidate = pathlib.Path(candidate)
-    return candidate if candidate.is_dir() else None
+    """The shared data folder (``fpezoo.evaluation.data_dir``), or None when it is absent."""
+    from fpezoo.evaluation import data_dir
+
+    path = data_dir()
+    return path if path.is_dir() else None
 
 
 @pytest.fixture(scope="session")

@@ -339,3 +339,17 @@ def test_aflw2000_3d_real_data_path(shared_data):
     assert results["faces"] == 24 and results["limit"] == 24
     assert sum(b["count"] for b in results["nme_box"]["bins"].values()) == 24
     assert np.isfinite(results["nme_box"]["mean"]) and results["nme_box"]["mean"] > 0
+
+
+def test_data_dir_prefers_the_environment_then_an_existing_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("FPEZOO_DATA", str(tmp_path / "elsewhere"))
+    assert evaluation.data_dir() == tmp_path / "elsewhere"
+    monkeypatch.delenv("FPEZOO_DATA")
+    # An installed wheel: the package is far from the project, run from the project.
+    monkeypatch.setattr(evaluation, "__file__", str(tmp_path / "venv" / "lib" / "fpezoo" / "evaluation.py"))
+    (tmp_path / "project").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    assert evaluation.data_dir() == tmp_path / "shared" / "data"
+    # A checkout with the data beside it wins.
+    (tmp_path / "venv" / "shared" / "data").mkdir(parents=True)
+    assert evaluation.data_dir() == tmp_path / "venv" / "shared" / "data"
