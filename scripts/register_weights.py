@@ -30,6 +30,8 @@ def main(argv=None):
                         help="crop side over the landmark box's longer side used in training")
     parser.add_argument("--default", action="store_true",
                         help="the predictor's default model (fpezoo.predictor.default_model_name)")
+    parser.add_argument("--weights-dir", type=pathlib.Path, default=WEIGHTS,
+                        help="folder of registry.json and the weights (default: the project's weights/)")
     args = parser.parse_args(argv)
 
     from fpezoo.weights import REGISTRY_FILE, WEIGHTS_SUFFIX, registered_builder, sha256
@@ -38,11 +40,11 @@ def main(argv=None):
     if not source.is_file():
         raise FileNotFoundError(f"The run has no best weights. Received: run={str(args.run)!r}")
     model = json.loads((args.run / "config.json").read_text())["model"]
-    target = WEIGHTS / f"{args.name}{WEIGHTS_SUFFIX}"
+    target = args.weights_dir / f"{args.name}{WEIGHTS_SUFFIX}"
     trained = registered_builder(model["builder"])(weights=None, **model.get("config", {}))
     trained.load_weights(source)
     trained.save_weights(target)
-    registry_path = WEIGHTS / REGISTRY_FILE
+    registry_path = args.weights_dir / REGISTRY_FILE
     registry = json.loads(registry_path.read_text()) if registry_path.is_file() else {}
     entry = {
         "file": target.name,

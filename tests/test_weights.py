@@ -179,3 +179,34 @@ def test_card_command_reports_unknown_name(tmp_path, monkeypatch, capsys):
     _register(tmp_path, monkeypatch, path)
     assert cli_main(["card", "nope"]) == 2
     assert "Unknown weights name 'nope'. Known names: tiny" in capsys.readouterr().err
+
+
+def test_register_script_keeps_the_model_weights_without_the_optimizer(tmp_path):
+    import h5py
+    import importlib.util
+
+    script = weights_module.pathlib.Path(__file__).resolve().parents[1] / "scripts" / "register_weights.py"
+    spec = importlib.util.spec_from_file_location("register_weights", script)
+    register = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(register)
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"num_keypoints": 68, **TINY}
+    (run / "config.json").write_text(json.dumps({"model": {"builder": "FPENet", "config": config}}))
+    trained = FPENet(**config)
+    trained.compile(optimizer="adam", loss="mse")
+    trained.fit(FACES, np.zeros((2, 68, 2), "float32"), epochs=1, verbose=0)
+    trained.save_weights(run / "best.weights.h5")  # a checkpoint: with Adam's moments
+    with h5py.File(run / "best.weights.h5") as file:
+        assert len(file["optimizer"]["vars"]), "the checkpoint carries the optimizer state"
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    assert register.main([str(run), "tiny", "--scheme", "ibug68", "--weights-dir", str(shipped)]) == 0
+    target = shipped / "tiny.weights.h5"
+    with h5py.File(target) as file:
+        assert "optimizer" not in file or not len(file["optimizer"].get("vars", {}))
+    entry = json.loads((shipped / "registry.json").read_text())["tiny"]
+    assert entry["sha256"] == weights_module.sha256(target) and entry["config"] == config
+    restored = FPENet(weights=target, **TINY)
+    for expected, actual in zip(trained(FACES), restored(FACES)):
+        np.testing.assert_array_equal(expected, actual)
