@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -49,6 +50,7 @@ import numpy as np
 # label -> (fpezoo builder, keyword arguments). One line per family / variant.
 MODELS = {
     "fpenet_w64_hm80": ("FPENet", {"num_keypoints": 68, "width": 64}),
+    "fpenet_w64_hm40": ("FPENet", {"num_keypoints": 68, "width": 64, "heatmap_size": 40}),
     "fpenet_w32_hm40": ("FPENet", {"num_keypoints": 68, "width": 32, "heatmap_size": 40}),
     "fpenet_w16_hm80": ("FPENet", {"num_keypoints": 68, "width": 16}),
     "fpenet_w16_hm40": ("FPENet", {"num_keypoints": 68, "width": 16, "heatmap_size": 40}),
@@ -335,10 +337,21 @@ def configure_parser(parser):
     parser.add_argument("--output", default="inference_speed.json", help="JSON file to write")
 
 
+def command_line(args):
+    """The ``fpezoo benchmark`` command that reruns ``args`` (recorded in the JSON)."""
+    words = ["fpezoo", "benchmark"] + (["--quick"] if args.quick else [])
+    if args.models:
+        words += ["--models", *args.models]
+    if list(args.backends) != list(BACKENDS):
+        words += ["--backends", *args.backends]
+    return shlex.join(words + ["--output", args.output])
+
+
 def run(args):
-    """Runs ``fpezoo benchmark``: prints the table and writes the JSON."""
+    """Runs ``fpezoo benchmark``: prints the table and writes the JSON with its command."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     report = run_benchmark(args.models, args.backends, args.quick)
+    report["command"] = command_line(args)
     print(format_table(report))
     with open(args.output, "w", encoding="utf-8") as file:
         json.dump(report, file, indent=2)

@@ -1,5 +1,6 @@
 """Tests of fpezoo.deploy.convert: sources, targets, atomic writes, runtime parity."""
 
+import argparse
 import importlib
 import pathlib
 
@@ -390,6 +391,13 @@ def test_benchmark_smoke(tmp_path, capsys):
     table = benchmarking.format_table(report)
     assert "onnxruntime_1t" in table and "GEMM" in table
     json.dumps(report)
+    parser = argparse.ArgumentParser()
+    benchmarking.configure_parser(parser)
+    arguments = ["--models", "retail", "--backends", "litert_fp32", "--output", "out dir/speed.json"]
+    assert benchmarking.command_line(parser.parse_args(arguments)) == (
+        "fpezoo benchmark --models retail --backends litert_fp32 --output 'out dir/speed.json'")
+    assert benchmarking.command_line(parser.parse_args(["--quick"])) == (
+        "fpezoo benchmark --quick --output inference_speed.json")
 
 
 @pytest.mark.data
