@@ -84,11 +84,14 @@ def test_affine_matrix_matches_opencv_rotation():
 
 
 def test_augmenter_config_round_trip_and_validation():
-    augmenter = augment.FaceAugmenter(rotation=20, occlusion_size=(0.2, 0.3))
+    augmenter = augment.FaceAugmenter(rotation=20, occlusion_size=(0.2, 0.3), full_turn_probability=0.25,
+                                      frame_rotated_points=True)
     again = augment.FaceAugmenter.from_config(augmenter.get_config())
     assert again.get_config() == augmenter.get_config()
     with pytest.raises(ValueError, match=r"flip_probability must be in \[0, 1\]. Received: flip_probability=2"):
         augment.FaceAugmenter(flip_probability=2)
+    with pytest.raises(ValueError, match=r"Received: full_turn_probability=-0.1"):
+        augment.FaceAugmenter(full_turn_probability=-0.1)
     with pytest.raises(ValueError, match="occlusion_size must be"):
         augment.FaceAugmenter(occlusion_size=(0.5, 0.1))
 
@@ -114,3 +117,36 @@ def test_sample_geometry_turns_about_the_crop_centre():
         matrix, flip = augmenter.sample_geometry(rng, (80, 80))
         assert not flip
         np.testing.assert_allclose(matrix[:, :2] @ [39.5, 39.5] + matrix[:, 2], [39.5, 39.5])
+
+
+def _rotation_degrees(matrix):
+    return np.degrees(np.arctan2(-matrix[1, 0], matrix[0, 0]))
+
+
+@pytest.mark.parametrize("full_turn_probability", [0.0, 0.3])
+def test_full_turns_come_with_their_probability(full_turn_probability):
+    augmenter = augment.FaceAugmenter(rotation=20, full_turn_probability=full_turn_probability)
+    rng = np.random.default_rng(0)
+    angles = np.array([_rotation_degrees(augmenter.sample_geometry(rng, (80, 80))[0]) for _ in range(2000)])
+    beyond = np.abs(angles) > 20
+    # Full turns are uniform on the circle: 8/9 of them land beyond +-20 degrees.
+    assert beyond.mean() == pytest.approx(full_turn_probability * 8 / 9, abs=0.03)
+    if full_turn_probability:
+        assert angles.min() < -170 and angles.max() > 170
+
+
+@pytest.mark.parametrize("degrees", [0.0, 30.0, 45.0, 90.0, -135.0])
+def test_upright_box_ratio_of_a_square(degrees):
+    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10], [5, 5]], "float64")
+    expected = 1 / (abs(np.cos(np.radians(degrees))) + abs(np.sin(np.radians(degrees))))
+    assert augment.upright_box_ratio(square, None, degrees) == pytest.approx(expected)
+    # Unlabelled points do not frame the crop; a lone point gives no zoom.
+    far = np.vstack([square, [[100, 100]]])
+    assert augment.upright_box_ratio(far, np.r_[np.ones(5), 0], degrees) == pytest.approx(expected)
+    assert augment.upright_box_ratio(square, np.r_[1, np.zeros(4)], degrees) == 1.0
+
+
+def test_framing_rotated_points_needs_them():
+    augmenter = augment.FaceAugmenter(frame_rotated_points=True)
+    with pytest.raises(ValueError, match="Received: keypoints=None"):
+        augmenter.sample_geometry(np.random.default_rng(0), (80, 80))

@@ -103,6 +103,28 @@ def mark_outside(keypoints, visibility, output_size):
     return np.where(inside, visibility, 0.0).astype("float32")
 
 
+def upright_box_ratio(keypoints, visibility, rotation_degrees):
+    """Longer side of the labelled points' box over that of the same points rotated.
+
+    Zooming a rotated crop by this ratio gives its points' box the longer side
+    it had upright. Fewer than two labelled points give 1.
+
+    Args:
+        keypoints: ``(K, 2)`` points.
+        visibility: ``(K,)`` or None (all labelled).
+        rotation_degrees: the rotation.
+    """
+    points = np.asarray(keypoints, dtype="float64")
+    if visibility is not None:
+        points = points[np.asarray(visibility) > 0]
+    if len(points) < 2:
+        return 1.0
+    rotated = points @ affine_matrix(rotation_degrees)[:, :2].T
+    upright_side = np.ptp(points, axis=0).max()
+    rotated_side = np.ptp(rotated, axis=0).max()
+    return float(upright_side / rotated_side) if rotated_side > 0 else 1.0
+
+
 class FaceAugmenter:
     """Random augmentation of face crops for training.
 
@@ -118,6 +140,13 @@ class FaceAugmenter:
         noise_probability: probability of Gaussian noise (std 1-5 % of 255).
         occlusion_probability: probability of an occlusion patch.
         occlusion_size: ``(min, max)`` side of the patch as a fraction of the crop.
+        full_turn_probability: probability that the rotation is drawn uniformly
+            from the whole circle instead (faces lying down or upside down,
+            which face crops rarely hold).
+        frame_rotated_points: zoom each rotated crop so that the box of its
+            rotated labelled points keeps the longer side of the upright box,
+            as a crop framed on the landmark box of a rolled face shows it
+            (a square turned by 45 degrees has a box 1.41 times as wide).
     """
 
     def __init__(
@@ -133,10 +162,13 @@ class FaceAugmenter:
         noise_probability=0.1,
         occlusion_probability=0.2,
         occlusion_size=(0.15, 0.4),
+        full_turn_probability=0.0,
+        frame_rotated_points=False,
     ):
         for name, value in (
             ("flip_probability", flip_probability), ("blur_probability", blur_probability),
             ("noise_probability", noise_probability), ("occlusion_probability", occlusion_probability),
+            ("full_turn_probability", full_turn_probability),
         ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]. Received: {name}={value}")
@@ -160,6 +192,8 @@ class FaceAugmenter:
         self.noise_probability = float(noise_probability)
         self.occlusion_probability = float(occlusion_probability)
         self.occlusion_size = occlusion_size
+        self.full_turn_probability = float(full_turn_probability)
+        self.frame_rotated_points = bool(frame_rotated_points)
         # One albumentations pipeline per thread: tf.data calls the augmenter from
         # several threads, and each call hands the pipeline it uses the caller's generator.
         self._local = threading.local()
@@ -173,6 +207,8 @@ class FaceAugmenter:
             "blur_probability": self.blur_probability, "noise_probability": self.noise_probability,
             "occlusion_probability": self.occlusion_probability,
             "occlusion_size": list(self.occlusion_size),
+            "full_turn_probability": self.full_turn_probability,
+            "frame_rotated_points": self.frame_rotated_points,
         }
 
     @classmethod
@@ -180,16 +216,34 @@ class FaceAugmenter:
         """Rebuilds an augmenter from :meth:`get_config`."""
         return cls(**config)
 
-    def sample_geometry(self, rng, output_size):
+    def sample_geometry(self, rng, output_size, keypoints=None, visibility=None):
         """A random ``(matrix, flip)``: 2x3 affine in crop pixels, and whether to mirror.
 
         The rotation and zoom turn about the crop centre.
+
+        Args:
+            rng: ``numpy.random.Generator``.
+            output_size: ``(H, W)`` of the crop.
+            keypoints: ``(K, 2)`` points in crop pixels; needed with
+                ``frame_rotated_points``.
+            visibility: ``(K,)``; only labelled points (> 0) frame the crop.
+
+        Returns:
+            ``(matrix, flip)``.
         """
         height, width = output_size
         center = ((width - 1) / 2.0, (height - 1) / 2.0)
+        full_turn = self.full_turn_probability > 0 and rng.uniform() < self.full_turn_probability
+        limit = 180.0 if full_turn else self.rotation
+        rotation_degrees = rng.uniform(-limit, limit)
+        zoom = rng.uniform(1.0 - self.scale, 1.0 + self.scale)
+        if self.frame_rotated_points:
+            if keypoints is None:
+                raise ValueError("frame_rotated_points needs the crop's keypoints. Received: keypoints=None")
+            zoom *= upright_box_ratio(keypoints, visibility, rotation_degrees)
         matrix = affine_matrix(
-            rotation_degrees=rng.uniform(-self.rotation, self.rotation),
-            scale=rng.uniform(1.0 - self.scale, 1.0 + self.scale),
+            rotation_degrees=rotation_degrees,
+            scale=zoom,
             translation=(rng.uniform(-1, 1) * self.translation * width,
                          rng.uniform(-1, 1) * self.translation * height),
             center=center,

@@ -333,7 +333,8 @@ class ExampleMaker:
         keypoints, visibility = self.keypoints[index], self.visibility[index]
         flip = False
         if self.augment is not None:
-            geometry, flip = self.augment.sample_geometry(rng, output_size)
+            geometry, flip = self.augment.sample_geometry(
+                rng, output_size, transform_points(keypoints, transform), visibility)
             transform = compose(geometry, transform)
         points = transform_points(keypoints, transform)
         if flip:
