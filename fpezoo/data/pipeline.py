@@ -330,13 +330,13 @@ class ExampleMaker:
         image = record.load_image(self.color)
         transform = crop_transform(record_box(record, image), output_size, self.enlarge,
                                    self.jitter, rng)
-        keypoints, visibility = self.keypoints[index], self.visibility[index]
+        visibility = self.visibility[index]
+        points = transform_points(self.keypoints[index], transform)
         flip = False
         if self.augment is not None:
-            geometry, flip = self.augment.sample_geometry(
-                rng, output_size, transform_points(keypoints, transform), visibility)
+            geometry, flip = self.augment.sample_geometry(rng, output_size, points, visibility)
             transform = compose(geometry, transform)
-        points = transform_points(keypoints, transform)
+            points = transform_points(points, geometry)
         if flip:
             mirror = np.array([[-1.0, 0.0, output_size[1] - 1.0], [0.0, 1.0, 0.0]])
             transform = compose(mirror, transform)
