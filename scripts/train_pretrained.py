@@ -9,7 +9,14 @@ script makes from the AFLW crops of ``../shared/data/aflw-crops``:
   most ``--max-flip-disagreement``), with AFLW's human points replacing the
   teacher's at the 16 points that correspond to iBUG-68 points
   (``fpezoo.schemes.convert_keypoints``); where the teacher is unsure or
-  found no face, only the visible human points supervise;
+  found no face, only the visible human points supervise. With
+  ``--max-convention-offset`` the human points replace the teacher's only where
+  the two annotations follow the same definition of the point: on the
+  near-frontal faces that carry both, the mean human-minus-teacher offset (in
+  the face's frame, over sqrt(w h) of the teacher's box) of the point and of
+  its mirror partner is at most that fraction. Elsewhere (AFLW's brow points
+  and nose wings are drawn about 3-4 % of the box away from the iBUG ones)
+  the teacher's point is kept and human points there are not used;
 * framing (the COCO ``bbox``): the box of the teacher's 68 points, which the
   recipe's ``enlarge`` (sqrt 2) widens into a square crop, as the AFLW2000-3D
   (3DDFA) protocol crops test faces from their ground-truth landmark box.
@@ -22,7 +29,7 @@ to pick the best epoch; AFLW2000-3D is never read.
 Usage (the label file is made once; each ``fpezoo train`` resumes when run again)::
 
     python scripts/train_pretrained.py /work/runs/pretrained_labels/teacher_human68.json \\
-        [--data-root ../shared/data] [--max-flip-disagreement 0.1]
+        [--data-root ../shared/data] [--max-flip-disagreement 0.1] [--max-convention-offset 0.02]
     nice -n 10 fpezoo train configs/pretrained_fpenet68_w32.json
 """
 
@@ -35,9 +42,69 @@ import sys
 import numpy as np
 
 DEFAULT_MAX_FLIP_DISAGREEMENT = 0.1
+FRONTAL_YAW_DEG = 30.0
 
 
-def merge_human_and_teacher(human, teacher, max_flip_disagreement):
+def convention_offsets(human, teacher, max_flip_disagreement, max_abs_yaw=FRONTAL_YAW_DEG):
+    """Mean human-minus-teacher offset of each iBUG point that AFLW also labels.
+
+    Measured on the near-frontal faces (``|yaw| <= max_abs_yaw``) whose teacher
+    points count (flip disagreement at most ``max_flip_disagreement``) and whose
+    human point is visible: each offset is turned into the face's frame (x
+    along the teacher's outer eye corners 36 -> 45), divided by sqrt(w h) of
+    the box of the teacher's 68 points in that frame, and averaged over the faces. A large mean
+    offset means the two annotations define the point differently, not that
+    one of them is noisy (noise averages out).
+
+    Args:
+        human: AFLW-21 records of :func:`fpezoo.data.readers.read_aflw_crops`.
+        teacher: ibug68 records of ``read_aflw_crops(teacher=True)``.
+        max_flip_disagreement: as in :func:`merge_human_and_teacher`.
+        max_abs_yaw: the faces measured, by AFLW's yaw in degrees.
+
+    Returns:
+        ``{ibug68 index: {"dx": ..., "dy": ..., "norm": ..., "faces": ...}}``,
+        offsets as fractions of the box.
+    """
+    from fpezoo import schemes
+
+    teacher_by_image = {record.image: record for record in teacher}
+    left, right = schemes.get_scheme("ibug68").outer_eye_corners
+    sums = {}
+    for record in human:
+        guide = teacher_by_image.get(record.image)
+        if (guide is None or abs(record.metadata["yaw_deg"]) > max_abs_yaw
+                or not guide.metadata["flip_disagreement_nme"] <= max_flip_disagreement):
+            continue
+        points, visible = schemes.convert_keypoints(record.keypoints, record.visibility,
+                                                    "aflw21", "ibug68")
+        eye_line = guide.keypoints[right] - guide.keypoints[left]
+        cos, sin = eye_line / np.linalg.norm(eye_line)
+        to_face_frame = np.array([[cos, sin], [-sin, cos]])
+        upright = guide.keypoints @ to_face_frame.T
+        scale = np.sqrt(np.prod(upright.max(axis=0) - upright.min(axis=0)))
+        for index in np.flatnonzero(visible > 0):
+            total = sums.setdefault(int(index), np.zeros(3))
+            total += *(to_face_frame @ (points[index] - guide.keypoints[index]) / scale), 1.0
+    offsets = {}
+    for index, (dx, dy, faces) in sorted(sums.items()):
+        dx, dy = dx / faces, dy / faces
+        offsets[index] = {"dx": round(float(dx), 4), "dy": round(float(dy), 4),
+                          "norm": round(float(np.hypot(dx, dy)), 4), "faces": int(faces)}
+    return offsets
+
+
+def points_with_shared_convention(offsets, max_offset):
+    """The iBUG indices whose mean offset, and their mirror partner's, is at most ``max_offset``."""
+    from fpezoo import schemes
+
+    partner = schemes.get_scheme("ibug68").flip_permutation
+    return sorted(index for index in offsets
+                  if max(offsets[index]["norm"], offsets.get(partner[index], offsets[index])["norm"])
+                  <= max_offset)
+
+
+def merge_human_and_teacher(human, teacher, max_flip_disagreement, human_points=None):
     """One 68-point record per AFLW face: teacher points, human points where they exist.
 
     Args:
@@ -46,6 +113,8 @@ def merge_human_and_teacher(human, teacher, max_flip_disagreement):
             the teacher found), matched to ``human`` by image path.
         max_flip_disagreement: teacher points of a face count only when its
             flip disagreement is at most this (NaN, a one-view face, never does).
+        human_points: the iBUG indices the human points are used at; None for
+            all that have an AFLW counterpart.
 
     Returns:
         ``(records, has_teacher_box)``: ibug68 records (``box`` None for now)
@@ -58,6 +127,8 @@ def merge_human_and_teacher(human, teacher, max_flip_disagreement):
     for record in human:
         points, visible = schemes.convert_keypoints(record.keypoints, record.visibility,
                                                     "aflw21", "ibug68")
+        if human_points is not None:
+            visible = np.where(np.isin(np.arange(68), human_points), visible, 0.0)
         guide = teacher_by_image.get(record.image)
         keypoints = np.full((68, 2), np.nan, dtype="float32")
         visibility = np.zeros(68, dtype="float32")
@@ -131,14 +202,26 @@ def input_size_of(folder):
     return height
 
 
-def write_labels(output, data_root, max_flip_disagreement):
-    """Writes the merged, framed AFLW-crops labels to ``output``; returns their counts."""
+def write_labels(output, data_root, max_flip_disagreement, max_convention_offset=None):
+    """Writes the merged, framed AFLW-crops labels to ``output``; returns their counts.
+
+    With ``max_convention_offset``, human points are used only at
+    :func:`points_with_shared_convention`; the counts then carry the measured
+    :func:`convention_offsets` and the points kept.
+    """
     from fpezoo.data import readers
 
     folder = pathlib.Path(data_root) / "aflw-crops"
     human = readers.read_aflw_crops(folder)
     teacher = readers.read_aflw_crops(folder, teacher=True)
-    records, has_teacher_box = merge_human_and_teacher(human, teacher, max_flip_disagreement)
+    report = {}
+    human_points = None
+    if max_convention_offset is not None:
+        offsets = convention_offsets(human, teacher, max_flip_disagreement)
+        human_points = points_with_shared_convention(offsets, max_convention_offset)
+        report = {"convention_offsets": offsets, "human_points": human_points}
+    records, has_teacher_box = merge_human_and_teacher(human, teacher, max_flip_disagreement,
+                                                       human_points)
     records, crop_ratio = frame_records(records, image_size=input_size_of(folder))
     output = pathlib.Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +231,7 @@ def write_labels(output, data_root, max_flip_disagreement):
         "with_teacher_box": int(has_teacher_box.sum()),
         "with_teacher_points": int(sum(r.visibility.sum() > 16 for r in records)),
         "median_landmark_box_to_crop_ratio": round(crop_ratio, 4),
+        **report,
     }
 
 
@@ -157,8 +241,12 @@ def main(argv=None):
     parser.add_argument("--data-root", default="../shared/data", help="the shared data folder")
     parser.add_argument("--max-flip-disagreement", type=float, default=DEFAULT_MAX_FLIP_DISAGREEMENT,
                         help="teacher points count where their flip disagreement is at most this")
+    parser.add_argument("--max-convention-offset", type=float, default=None,
+                        help="use human points only where the mean human-teacher offset of the "
+                             "point and its mirror partner is at most this fraction of the box")
     args = parser.parse_args(argv)
-    counts = write_labels(args.output, args.data_root, args.max_flip_disagreement)
+    counts = write_labels(args.output, args.data_root, args.max_flip_disagreement,
+                          args.max_convention_offset)
     print(json.dumps(counts))
     return 0
 

@@ -196,12 +196,18 @@ def test_landmark_box_sources_frame_each_face_by_its_points(shared_data):
         training.read_source(source)
 
 
-def test_pretrained_label_file_reads_back_through_the_coco_source(tmp_path):
-    """scripts/train_pretrained.py writes what the configs' coco_keypoints source reads."""
+def _label_script():
+    """scripts/train_pretrained.py as a module."""
     spec = importlib.util.spec_from_file_location(
         "train_pretrained", PROJECT_ROOT / "scripts" / "train_pretrained.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_pretrained_label_file_reads_back_through_the_coco_source(tmp_path):
+    """scripts/train_pretrained.py writes what the configs' coco_keypoints source reads."""
+    script = _label_script()
     (tmp_path / "images").mkdir()
     rng = np.random.default_rng(0)
     written = []
@@ -224,6 +230,64 @@ def test_pretrained_label_file_reads_back_through_the_coco_source(tmp_path):
         assert ours.box == theirs.box and ours.scheme == "ibug68"
         np.testing.assert_array_equal(ours.visibility, theirs.visibility)
         np.testing.assert_array_equal(ours.keypoints, theirs.keypoints)
+
+
+def _human_and_teacher_faces(offsets, angles, yaw_deg=0.0, flip_disagreement=0.05, name="face"):
+    """AFLW-21 human and iBUG-68 teacher records of the same (rotated) faces.
+
+    The human points are the teacher's plus ``offsets[ibug index]`` (a fraction
+    of the face box, in the face's frame), turned with the face.
+    """
+    from fpezoo import schemes
+
+    rng = np.random.default_rng(1)
+    human, teacher = [], []
+    for index, angle in enumerate(angles):
+        upright = rng.uniform(20.0, 80.0, (68, 2))
+        upright[36], upright[45] = (20.0, 40.0), (80.0, 40.0)
+        upright[[0, 16], 0], upright[[19, 8], 1] = (15.0, 85.0), (15.0, 90.0)  # a 70 x 75 box
+        shift = np.zeros((68, 2))
+        for point, (dx, dy) in offsets.items():
+            shift[point] = np.multiply((dx, dy), np.sqrt(70.0 * 75.0))
+        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        guide = (upright - 50.0) @ turn.T + 60.0
+        human_points, visible = schemes.convert_keypoints(
+            guide + shift @ turn.T, np.ones(68, "float32"), "ibug68", "aflw21")
+        image = pathlib.Path(f"{name}{index}.jpg")
+        teacher.append(LandmarkRecord(
+            image=image, keypoints=guide, visibility=np.ones(68, "float32"), box=None,
+            scheme="ibug68", source="test", metadata={"flip_disagreement_nme": flip_disagreement}))
+        human.append(LandmarkRecord(
+            image=image, keypoints=human_points, visibility=visible, box=None, scheme="aflw21",
+            source="test", metadata={"yaw_deg": yaw_deg}))
+    return human, teacher
+
+
+def test_convention_offsets_are_measured_in_the_face_frame_and_pick_shared_points():
+    script = _label_script()
+    offsets = {19: (0.03, 0.02), 24: (-0.03, 0.02), 21: (0.0, 0.025), 48: (0.01, 0.0)}
+    human, teacher = _human_and_teacher_faces(offsets, angles=np.radians([-170, -40, 0, 25, 90]))
+    # Faces the measurement leaves out: a profile and an unsure teacher, both far off.
+    for name, excluded in (("profile", dict(yaw_deg=60.0)), ("unsure", dict(flip_disagreement=0.5))):
+        extra_human, extra_teacher = _human_and_teacher_faces(
+            {19: (0.5, 0.5)}, angles=[0.3], name=name, **excluded)
+        human += extra_human
+        teacher += extra_teacher
+    measured = script.convention_offsets(human, teacher, max_flip_disagreement=0.1)
+    assert sorted(measured) == [8, 17, 19, 21, 22, 24, 26, 30, 31, 35, 36, 39, 42, 45, 48, 54]
+    for point, (dx, dy) in offsets.items():
+        assert measured[point]["dx"] == pytest.approx(dx, abs=1e-4)
+        assert measured[point]["dy"] == pytest.approx(dy, abs=1e-4)
+        assert measured[point]["faces"] == 5
+    assert measured[36]["norm"] == pytest.approx(0.0, abs=1e-4)
+    # 22 has no offset of its own but its mirror partner 21 has; 54 is 48's partner.
+    assert script.points_with_shared_convention(measured, 0.02) == [
+        8, 17, 26, 30, 31, 35, 36, 39, 42, 45, 48, 54]
+    assert script.points_with_shared_convention(measured, 0.005) == [
+        8, 17, 26, 30, 31, 35, 36, 39, 42, 45]
+    merged, _ = script.merge_human_and_teacher(human[:1], teacher[:1], 0.1, human_points=[48])
+    np.testing.assert_allclose(merged[0].keypoints[19], teacher[0].keypoints[19], atol=1e-4)
+    assert not np.allclose(merged[0].keypoints[48], teacher[0].keypoints[48], atol=1e-2)
 
 
 @pytest.mark.data
