@@ -14,9 +14,11 @@ script makes from the AFLW crops of ``../shared/data/aflw-crops``:
   the two annotations follow the same definition of the point: on the
   near-frontal faces that carry both, the mean human-minus-teacher offset (in
   the face's frame, over sqrt(w h) of the teacher's box) of the point and of
-  its mirror partner is at most that fraction. Elsewhere (AFLW's brow points
-  and nose wings are drawn about 3-4 % of the box away from the iBUG ones)
-  the teacher's point is kept and human points there are not used;
+  its mirror partner is at most that fraction. Elsewhere (AFLW's brow points,
+  nose tip and nose wings lie 2.8-4.0 % of the box away from the teacher's)
+  the teacher's point is kept and human points there are not used. No
+  registered recipe uses it: it lowered the error on AFLW2000-3D's
+  re-annotated labels but raised it on the fitted ones (``fpenet68_w64`` card);
 * framing (the COCO ``bbox``): the box of the teacher's 68 points, which the
   recipe's ``enlarge`` (sqrt 2) widens into a square crop, as the AFLW2000-3D
   (3DDFA) protocol crops test faces from their ground-truth landmark box.
