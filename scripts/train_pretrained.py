@@ -54,9 +54,9 @@ def convention_offsets(human, teacher, max_flip_disagreement, max_abs_yaw=FRONTA
     points count (flip disagreement at most ``max_flip_disagreement``) and whose
     human point is visible: each offset is turned into the face's frame (x
     along the teacher's outer eye corners 36 -> 45), divided by sqrt(w h) of
-    the box of the teacher's 68 points in that frame, and averaged over the faces. A large mean
-    offset means the two annotations define the point differently, not that
-    one of them is noisy (noise averages out).
+    the box of the teacher's 68 points in that frame, and averaged over the
+    faces. A large mean offset means the two annotations define the point
+    differently, not that one of them is noisy (noise averages out).
 
     Args:
         human: AFLW-21 records of :func:`fpezoo.data.readers.read_aflw_crops`.
