@@ -13,7 +13,7 @@ script makes from the AFLW crops of ``../shared/data/aflw-crops``:
   ``--max-convention-offset`` the human points replace the teacher's only where
   the two annotations follow the same definition of the point: on the
   near-frontal faces that carry both, the mean human-minus-teacher offset (in
-  the face's frame, over sqrt(w h) of the teacher's box) of the point and of
+  the face's frame, over sqrt(w h) of the teacher's box in that frame) of the point and of
   its mirror partner is at most that fraction. Elsewhere (AFLW's brow points,
   nose tip and nose wings lie 2.8-4.0 % of the box away from the teacher's)
   the teacher's point is kept and human points there are not used. No
