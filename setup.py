@@ -2,7 +2,8 @@
 
 The top-level ``weights/`` folder is shipped inside the wheel as the package
 ``fpezoo._weights`` (a wheel only installs files that live inside packages), so
-``fpezoo.FPENet(weights="<name>")`` works after ``pip install .``.
+``fpezoo.FPENet(weights="<name>")`` works after ``pip install .``. The data
+folder ``fpezoo/assets`` (the demo image) is listed as a package of its own.
 """
 
 from setuptools import find_packages, setup
@@ -18,11 +19,13 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["fpezoo", "fpezoo.*"]) + ["fpezoo._weights"],
+    packages=find_packages(include=["fpezoo", "fpezoo.*"])
+    + ["fpezoo.assets", "fpezoo._weights"],
     package_dir={"fpezoo._weights": "weights"},
     package_data={
         "fpezoo._weights": ["*.weights.h5", "*.json", "*.md", "*.png"],
-        "fpezoo": ["assets/*", "deploy/*.json"],
+        "fpezoo.assets": ["*"],
+        "fpezoo.deploy": ["*.json"],
     },
     include_package_data=True,
     install_requires=[
