@@ -24,7 +24,7 @@ def test_no_tensorflow_addons_dependency():
 
 
 @pytest.mark.slow
-def test_wheel_ships_weights(tmp_path):
+def test_wheel_ships_weights_and_data_files(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
         check=True, capture_output=True,
@@ -35,3 +35,6 @@ def test_wheel_ships_weights(tmp_path):
     shipped = {pathlib.Path(p).name for p in ROOT.joinpath("weights").iterdir() if p.is_file() and p.suffix != ".py"}
     in_wheel = {pathlib.Path(n).name for n in names if n.startswith("fpezoo/_weights/")}
     assert shipped <= in_wheel, shipped - in_wheel
+    # The demo image and the TensorRT operator list are read at run time.
+    assert "fpezoo/assets/astronaut.png" in names
+    assert "fpezoo/deploy/tensorrt_onnx_operators.json" in names
