@@ -25,6 +25,12 @@ script makes from the AFLW crops of ``../shared/data/aflw-crops``:
   Faces without teacher points take a box centred in the crop with the
   median crop/landmark-box ratio of the other faces.
 
+With ``--teacher-model`` (distillation: one of our larger models teaching a
+lighter one) the file holds instead that model's prediction of all 68 points
+of every face, cropped as the model was registered (or with the recipes'
+``enlarge``), optionally with test-time flip averaging; a recipe mixes it with
+the file above as a second source (``configs/pretrained_fpenet68_w32_distill.json``).
+
 ``fpezoo train`` then splits the faces by image (``fpezoo.training.in_validation_split``)
 to pick the best epoch; AFLW2000-3D is never read.
 
@@ -32,6 +38,8 @@ Usage (the label file is made once; each ``fpezoo train`` resumes when run again
 
     python scripts/train_pretrained.py /work/runs/pretrained_labels/teacher_human68.json \\
         [--data-root ../shared/data] [--max-flip-disagreement 0.1] [--max-convention-offset 0.02]
+    python scripts/train_pretrained.py /work/runs/pretrained_labels/fpenet68_w64_flip.json \
+        --teacher-model fpenet68_w64 --teacher-flip-test
     nice -n 10 fpezoo train configs/pretrained_fpenet68_w32.json
 """
 
@@ -45,6 +53,8 @@ import numpy as np
 
 DEFAULT_MAX_FLIP_DISAGREEMENT = 0.1
 FRONTAL_YAW_DEG = 30.0
+# The recipes' `data.enlarge`: crop side over the face box's longer side.
+RECIPE_ENLARGE = float(np.sqrt(2.0))
 
 
 def convention_offsets(human, teacher, max_flip_disagreement, max_abs_yaw=FRONTAL_YAW_DEG):
@@ -174,6 +184,44 @@ def frame_records(records, image_size):
     return framed, ratio
 
 
+def model_labelled(records, model, flip_test=False, progress=True):
+    """The records with all 68 points labelled by ``model`` (distillation labels).
+
+    Each face is cropped from its box as ``model`` was registered to crop faces
+    (:data:`RECIPE_ENLARGE` for a model without a registered crop) and its
+    predictions, mapped back to image pixels, replace the labels; faces the
+    model fails on (non-finite points) are left out.
+
+    Args:
+        records: framed ibug68 records (:func:`frame_records`).
+        model: a 68-point registered name, ``.keras`` file, Keras model or
+            exported model (:func:`fpezoo.evaluation.model_runner`).
+        flip_test: average with the predictions on the mirrored crops.
+        progress: show a progress bar.
+
+    Returns:
+        ``(records, failed)``: the labelled records and the number left out.
+    """
+    from fpezoo import evaluation
+
+    runner = evaluation.model_runner(model)
+    if runner.num_keypoints != 68:
+        raise ValueError(
+            "The teacher model must predict the 68 iBUG points of the labels. "
+            f"Received: model={runner.name!r} with {runner.num_keypoints} keypoints"
+        )
+    enlarge = runner.enlarge if runner.enlarge is not None else RECIPE_ENLARGE
+    predicted, _ = evaluation.predict_records(runner, records, enlarge, flip_test=flip_test,
+                                              scheme="ibug68", progress=progress,
+                                              description="teacher")
+    finite = np.isfinite(predicted).all(axis=(1, 2))
+    labelled = [dataclasses.replace(record, keypoints=points.astype("float32"),
+                                    visibility=np.ones(68, dtype="float32"),
+                                    source=f"aflw-crops+{runner.name}")
+                for record, points, ok in zip(records, predicted, finite) if ok]
+    return labelled, int((~finite).sum())
+
+
 def coco_keypoints(records, image_root):
     """The records as COCO keypoints JSON (:func:`fpezoo.data.readers.read_coco_keypoints`).
 
@@ -204,12 +252,14 @@ def input_size_of(folder):
     return height
 
 
-def write_labels(output, data_root, max_flip_disagreement, max_convention_offset=None):
+def write_labels(output, data_root, max_flip_disagreement, max_convention_offset=None,
+                 teacher_model=None, teacher_flip_test=False):
     """Writes the merged, framed AFLW-crops labels to ``output``; returns their counts.
 
     With ``max_convention_offset``, human points are used only at
     :func:`points_with_shared_convention`; the counts then carry the measured
-    :func:`convention_offsets` and the points kept.
+    :func:`convention_offsets` and the points kept. With ``teacher_model``, the
+    framed faces are labelled by that model instead (:func:`model_labelled`).
     """
     from fpezoo.data import readers
 
@@ -225,16 +275,21 @@ def write_labels(output, data_root, max_flip_disagreement, max_convention_offset
     records, has_teacher_box = merge_human_and_teacher(human, teacher, max_flip_disagreement,
                                                        human_points)
     records, crop_ratio = frame_records(records, image_size=input_size_of(folder))
-    output = pathlib.Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(coco_keypoints(records, folder)))
-    return {
+    counts = {
         "faces": len(records),
         "with_teacher_box": int(has_teacher_box.sum()),
         "with_teacher_points": int(sum(r.visibility.sum() > 16 for r in records)),
         "median_landmark_box_to_crop_ratio": round(crop_ratio, 4),
         **report,
     }
+    if teacher_model is not None:
+        records, failed = model_labelled(records, teacher_model, teacher_flip_test)
+        counts.update(teacher_model=str(teacher_model), teacher_flip_test=teacher_flip_test,
+                      teacher_labelled_faces=len(records), teacher_failed_faces=failed)
+    output = pathlib.Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(coco_keypoints(records, folder)))
+    return counts
 
 
 def main(argv=None):
@@ -246,9 +301,16 @@ def main(argv=None):
     parser.add_argument("--max-convention-offset", type=float, default=None,
                         help="use human points only where the mean human-teacher offset of the "
                              "point and its mirror partner is at most this fraction of the box")
+    parser.add_argument("--teacher-model", default=None,
+                        help="label every point of every face with this 68-point model "
+                             "(a registered name or a model file) instead: distillation labels")
+    parser.add_argument("--teacher-flip-test", action="store_true",
+                        help="average the teacher's predictions with those on mirrored crops")
     args = parser.parse_args(argv)
+    if args.teacher_flip_test and args.teacher_model is None:
+        parser.error("--teacher-flip-test needs --teacher-model")
     counts = write_labels(args.output, args.data_root, args.max_flip_disagreement,
-                          args.max_convention_offset)
+                          args.max_convention_offset, args.teacher_model, args.teacher_flip_test)
     print(json.dumps(counts))
     return 0
 

@@ -290,6 +290,55 @@ def test_convention_offsets_are_measured_in_the_face_frame_and_pick_shared_point
     assert not np.allclose(merged[0].keypoints[48], teacher[0].keypoints[48], atol=1e-2)
 
 
+def _constant_landmark_model(point, num_keypoints=68, size=32):
+    """A grayscale landmark model that puts every keypoint at ``point`` of its crop."""
+    inputs = keras.Input((size, size, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    flat = keras.layers.Dense(2 * num_keypoints, kernel_initializer="zeros",
+                              bias_initializer=keras.initializers.Constant(np.tile(point, num_keypoints)))
+    keypoints = keras.layers.Reshape((num_keypoints, 2))(flat(pooled))
+    confidence = keras.layers.Dense(num_keypoints, kernel_initializer="zeros")(pooled)
+    return keras.Model(inputs, [keypoints, confidence])
+
+
+def test_teacher_model_labels_every_point_in_image_pixels(tmp_path):
+    """Distillation labels: the model's crop predictions, mapped back through the recipe crop."""
+    import cv2
+
+    from fpezoo.data.pipeline import crop_transform, invert_points
+
+    script = _label_script()
+    records = []
+    for index, box in enumerate([(10.0, 12.0, 40.0, 50.0), (20.0, 5.0, 44.0, 29.0)]):
+        image = tmp_path / f"face{index}.png"
+        cv2.imwrite(str(image), np.full((64, 64), 100 + index, dtype="uint8"))
+        records.append(LandmarkRecord(
+            image=image, keypoints=np.full((68, 2), np.nan, "float32"),
+            visibility=np.zeros(68, "float32"), box=box, scheme="ibug68", source="test"))
+    size = 32
+
+    def expected(record, point):
+        transform = crop_transform(record.box, (size, size), enlarge=script.RECIPE_ENLARGE)
+        return invert_points(np.tile(point, (68, 1)).astype("float64"), transform)
+
+    labelled, failed = script.model_labelled(records, _constant_landmark_model((0.0, 0.0)),
+                                             progress=False)
+    assert failed == 0 and len(labelled) == 2
+    for record, label in zip(records, labelled):
+        np.testing.assert_array_equal(label.visibility, np.ones(68))
+        assert label.box == record.box and label.image == record.image
+        np.testing.assert_allclose(label.keypoints, expected(record, (0.0, 0.0)), atol=1e-4)
+    # With flip averaging, x = 5 and its mirror (size - 1 - 5) average to the crop's middle.
+    flipped, _ = script.model_labelled(records, _constant_landmark_model((5.0, 0.0)),
+                                       flip_test=True, progress=False)
+    for record, label in zip(records, flipped):
+        np.testing.assert_allclose(label.keypoints, expected(record, ((size - 1) / 2, 0.0)),
+                                   atol=1e-4)
+    with pytest.raises(ValueError, match="68 iBUG points.*5 keypoints"):
+        script.model_labelled(records, _constant_landmark_model((0.0, 0.0), num_keypoints=5),
+                              progress=False)
+
+
 @pytest.mark.data
 def test_read_source_filters_limits_and_frames(shared_data):
     source = {"reader": "mtfl", "path": str(shared_data / "mtfl" / "train.txt"),
