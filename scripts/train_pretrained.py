@@ -1,7 +1,7 @@
 """Writes the training labels of fpezoo's pretrained 68-point weights (``weights/``).
 
 The recipes ``configs/pretrained_*.json`` are :func:`fpezoo.train` configs
-(``fpezoo train CONFIG``) whose one data source is a COCO keypoints file this
+(``fpezoo train CONFIG``) whose data sources are COCO keypoints files this
 script makes from the AFLW crops of ``../shared/data/aflw-crops``:
 
 * labels: MediaPipe teacher's 68 points (``teacher_mediapipe.npz``) where the
@@ -38,7 +38,7 @@ Usage (the label file is made once; each ``fpezoo train`` resumes when run again
 
     python scripts/train_pretrained.py /work/runs/pretrained_labels/teacher_human68.json \\
         [--data-root ../shared/data] [--max-flip-disagreement 0.1] [--max-convention-offset 0.02]
-    python scripts/train_pretrained.py /work/runs/pretrained_labels/fpenet68_w64_flip.json \
+    python scripts/train_pretrained.py /work/runs/pretrained_labels/fpenet68_w64_flip.json \\
         --teacher-model fpenet68_w64 --teacher-flip-test
     nice -n 10 fpezoo train configs/pretrained_fpenet68_w32.json
 """
