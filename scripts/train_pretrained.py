@@ -25,8 +25,8 @@ script makes from the AFLW crops of ``../shared/data/aflw-crops``:
   Faces without teacher points take a box centred in the crop with the
   median crop/landmark-box ratio of the other faces.
 
-With ``--teacher-model`` (distillation: one of our larger models teaching a
-lighter one) the file holds instead that model's prediction of all 68 points
+With ``--teacher-model`` (distillation: one of our models teaching a lighter
+one, or itself) the file holds instead that model's prediction of all 68 points
 of every face, cropped as the model was registered (or with the recipes'
 ``enlarge``), optionally with test-time flip averaging; a recipe mixes it with
 the file above as a second source (``configs/pretrained_fpenet68_w32_distill.json``).
