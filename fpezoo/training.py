@@ -33,7 +33,8 @@ name, a ``.weights.h5`` file (e.g. the ``best.weights.h5`` of an earlier stage),
 for ``RetailLandmarks5``, the OpenVINO IR ``.xml`` of landmarks-regression-retail-0009
 (its official weights, :func:`fpezoo.models.retail.import_openvino_retail`);
 ``widen_from`` instead starts from registered weights of a narrower model of the
-same builder, copied into this wider one with its function preserved
+same builder (a registered name, here and in ``weights`` pinned to a sha256 prefix
+if need be: ``"fpenet68_w32@sha256:0199d41e"``, see :mod:`fpezoo.weights`), copied into this wider one with its function preserved
 (:func:`fpezoo.models.widen.widen_weights`, Net2Net; e.g. width-64 FPENet from
 the trained width 32); ``freeze_batch_norms`` keeps every ``BatchNormalization`` layer fixed
 (``trainable=False``, which also runs it in inference mode), e.g. the imported
@@ -256,18 +257,20 @@ def _check_model(model):
         )
     widen_from = model.get("widen_from")
     if widen_from is not None:
-        from fpezoo.weights import registry_entry
+        from fpezoo.weights import registry_entry, split_pin
 
         if weights is not None:
             raise ValueError(
                 "`model.widen_from` and `model.weights` both set the starting weights: give one. "
                 f"Received: weights={weights!r}, widen_from={widen_from!r}"
             )
-        if registry_entry(widen_from)["builder"] != model["builder"]:
+        # The builder, not the pin: a recipe stays valid after its pinned weights
+        # are replaced; building its model then names the pinned weights.
+        widened_builder = registry_entry(split_pin(widen_from)[0])["builder"]
+        if widened_builder != model["builder"]:
             raise ValueError(
                 f"`model.widen_from` must name weights of the {model['builder']!r} builder. "
-                f"Received: widen_from={widen_from!r} (builder "
-                f"{registry_entry(widen_from)['builder']!r})"
+                f"Received: widen_from={widen_from!r} (builder {widened_builder!r})"
             )
     freeze = model.get("freeze_batch_norms", False)
     if not isinstance(freeze, bool):

@@ -24,6 +24,12 @@ count load into every layer but the keypoint head (``keypoint_head`` and the
 ``keypoint_head_*`` layers of families with several), which starts fresh (with a
 warning that names the layers).
 
+A name may pin the weights it means by a prefix (8 or more hex digits) of their
+sha256: ``"fpenet68_w32@sha256:0199d41e"``. Recipes that start from registered
+weights pin them, so that after the name is given new weights the recipe fails
+with a clear error (saying where to find the pinned ones) instead of silently
+starting from other weights.
+
 Command line: ``fpezoo card NAME`` prints the model card of registered weights;
 ``fpezoo card`` lists the registered names.
 """
@@ -43,6 +49,8 @@ from fpezoo.models.common import KEYPOINT_HEAD
 REGISTRY_FILE = "registry.json"
 WEIGHTS_SUFFIX = ".weights.h5"
 ENTRY_KEYS = ("file", "sha256", "builder", "config", "card", "scheme")
+PIN_MARK = "@sha256:"
+MIN_PIN_DIGITS = 8
 
 
 def weights_dir():
@@ -73,16 +81,63 @@ def registry():
     return entries
 
 
+def split_pin(name):
+    """Splits a pinned name ``"NAME@sha256:HEX"`` into ``(NAME, HEX)``.
+
+    Args:
+        name: a registered name, pinned or not.
+
+    Returns:
+        ``(NAME, HEX)``, or ``(name, None)`` for a name without a pin.
+
+    Raises:
+        ValueError: the pin is not 8 to 64 lowercase hex digits.
+    """
+    base, mark, pin = name.partition(PIN_MARK)
+    if not mark:
+        return name, None
+    if not MIN_PIN_DIGITS <= len(pin) <= 64 or pin.strip("0123456789abcdef"):
+        raise ValueError(
+            f"A pinned weights name is NAME{PIN_MARK}HEX, HEX being {MIN_PIN_DIGITS} to 64 "
+            f"lowercase hex digits that start the sha256 of the weights file. Received: weights={name!r}"
+        )
+    return base, pin
+
+
 def registry_entry(name):
-    """The registry entry of ``name``; a clear error lists the known names."""
+    """The registry entry of ``name``, checked against the name's pin if it has one.
+
+    Args:
+        name: a registered name, or a pinned one (``"NAME@sha256:HEX"``).
+
+    Returns:
+        The entry (see the module docstring).
+
+    Raises:
+        ValueError: unknown name (the error lists the known names), malformed
+            pin, or weights registered under the name whose sha256 does not
+            start with the pin (the error says how to find the pinned ones).
+    """
+    base, pin = split_pin(name)
     entries = registry()
-    if name not in entries:
+    if base not in entries:
         known = ", ".join(sorted(entries)) or "none registered yet"
         raise ValueError(
-            f"Unknown weights name {name!r}. Known names: {known}; or pass a path to a "
+            f"Unknown weights name {base!r}. Known names: {known}; or pass a path to a "
             f"'{WEIGHTS_SUFFIX}' file. Received: weights={name!r}"
         )
-    return entries[name]
+    entry = entries[base]
+    if pin is not None and not entry["sha256"].startswith(pin):
+        raise ValueError(
+            f"The weights registered as {base!r} in {weights_dir()} have sha256 "
+            f"{entry['sha256'][:12]}..., not the pinned {pin}...: the name was given new weights "
+            "since the pin was written. Point $FPEZOO_WEIGHTS_DIR at a weights folder that holds "
+            "the pinned ones; in a git checkout, `git log --reverse --format=%h -S "
+            f"{pin} -- weights/registry.json` names the commit that registered them first, and "
+            "`git archive COMMIT weights | tar -x -C DIR` writes its weights folder to "
+            f"DIR/weights. Received: weights={name!r}"
+        )
+    return entry
 
 
 def sha256(path):

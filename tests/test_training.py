@@ -137,6 +137,31 @@ def test_model_entry_is_validated():
         resolve({"widen_from": "retail5_mtfl"})
     with pytest.raises(ValueError, match="Unknown weights name 'fpenet68_w8'"):
         resolve({"widen_from": "fpenet68_w8"})
+    with pytest.raises(ValueError, match="Received: weights='fpenet68_w32@sha256:0199'"):
+        resolve({"widen_from": "fpenet68_w32@sha256:0199"})
+
+
+def test_widen_from_pinned_weights_that_were_replaced_fails_when_building(tmp_path, monkeypatch):
+    from fpezoo import weights as weights_module
+    from fpezoo.models.fpenet import FPENet
+
+    path = tmp_path / "narrow.weights.h5"
+    FPENet(num_keypoints=68, width=4).save_weights(path)
+    digest = weights_module.sha256(path)
+    (tmp_path / "registry.json").write_text(json.dumps({"narrow": {
+        "file": path.name, "sha256": digest, "builder": "FPENet",
+        "config": {"num_keypoints": 68, "width": 4}, "card": "narrow.md", "scheme": "ibug68"}}))
+    monkeypatch.setenv("FPEZOO_WEIGHTS_DIR", str(tmp_path))
+    model = {"config": {"num_keypoints": 68, "width": 8}}
+    stale = "0" * 8 if not digest.startswith("0" * 8) else "1" * 8
+    # The recipe itself stays valid (same builder); building it names the replaced weights.
+    config = training.resolve_config(
+        {"output_dir": "x", "model": {**model, "widen_from": f"narrow@sha256:{stale}"}})
+    with pytest.raises(ValueError, match=f"not the pinned {stale}"):
+        training.build_model(config)
+    widened = training.build_model(training.resolve_config(
+        {"output_dir": "x", "model": {**model, "widen_from": f"narrow@sha256:{digest[:8]}"}}))
+    assert widened.get_layer("encoder1_conv").kernel.shape[-1] == 8
 
 
 def test_build_model_freezes_the_batch_norms():

@@ -67,6 +67,27 @@ def test_checksum_mismatch_is_reported(tmp_path, monkeypatch):
         FPENet(weights="tiny", **TINY)
 
 
+def test_pinned_name_loads_its_weights_and_refuses_others(tmp_path, monkeypatch):
+    original, path = _saved(tmp_path)
+    _register(tmp_path, monkeypatch, path)
+    digest = weights_module.sha256(path)
+    pinned = FPENet(weights=f"tiny@sha256:{digest[:8]}", **TINY)
+    np.testing.assert_array_equal(original(FACES)[0], pinned(FACES)[0])
+    assert weights_module.build_registered(f"tiny@sha256:{digest}").count_params() == original.count_params()
+    other = "0" * 8 if not digest.startswith("0" * 8) else "1" * 8
+    with pytest.raises(ValueError, match=(
+            rf"registered as 'tiny' in {tmp_path} have sha256 {digest[:12]}\.\.\., not the pinned "
+            rf"{other}\.\.\..*git log --reverse --format=%h -S {other} -- weights/registry.json.*"
+            rf"Received: weights='tiny@sha256:{other}'$")):
+        FPENet(weights=f"tiny@sha256:{other}", **TINY)
+    for malformed in ("tiny@sha256:", "tiny@sha256:0199d41", f"tiny@sha256:{digest[:8].upper()}",
+                      "tiny@sha256:0199d41g", f"tiny@sha256:{digest}0"):
+        with pytest.raises(ValueError, match=rf"NAME@sha256:HEX.*Received: weights='{malformed}'$"):
+            weights_module.registry_entry(malformed)
+    with pytest.raises(ValueError, match=r"Unknown weights name 'nope'.*Received: weights='nope@sha256:"):
+        weights_module.registry_entry(f"nope@sha256:{digest[:8]}")
+
+
 def test_unknown_name_lists_known_names(tmp_path, monkeypatch):
     _, path = _saved(tmp_path)
     _register(tmp_path, monkeypatch, path)
