@@ -33,10 +33,11 @@ name, a ``.weights.h5`` file (e.g. the ``best.weights.h5`` of an earlier stage),
 for ``RetailLandmarks5``, the OpenVINO IR ``.xml`` of landmarks-regression-retail-0009
 (its official weights, :func:`fpezoo.models.retail.import_openvino_retail`);
 ``widen_from`` instead starts from registered weights of a narrower model of the
-same builder (a registered name, here and in ``weights`` pinned to a sha256 prefix
-if need be: ``"fpenet68_w32@sha256:0199d41e"``, see :mod:`fpezoo.weights`), copied into this wider one with its function preserved
+same builder, copied into this wider one with its function preserved
 (:func:`fpezoo.models.widen.widen_weights`, Net2Net; e.g. width-64 FPENet from
-the trained width 32); ``freeze_batch_norms`` keeps every ``BatchNormalization`` layer fixed
+the trained width 32). A registered name, here or in ``weights``, may pin a
+sha256 prefix of its file: ``"fpenet68_w32@sha256:0199d41e"`` (see
+:mod:`fpezoo.weights`); ``freeze_batch_norms`` keeps every ``BatchNormalization`` layer fixed
 (``trainable=False``, which also runs it in inference mode), e.g. the imported
 retail-0009 batch norms, which are folded affine maps with unit statistics.
 
