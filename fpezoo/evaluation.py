@@ -47,7 +47,7 @@ import time
 
 import numpy as np
 
-from fpezoo import metrics, schemes
+from fpezoo import metrics, schemes, weights
 from fpezoo.data import with_landmark_boxes
 from fpezoo.predictor import DEFAULT_ENLARGE
 
@@ -100,6 +100,8 @@ class KerasRunner:
         self.num_keypoints = int(self.model.outputs[0].shape[1])
         self.scheme = registered.get("scheme")
         self.enlarge = registered.get("enlarge")
+        self.weights_sha256 = registered.get("sha256") or (
+            weights.sha256(self.name) if isinstance(model, (str, os.PathLike)) else None)
 
     def __call__(self, crops):
         """``(keypoints (N, K, 2), confidence (N, K))`` for float32 crops."""
@@ -147,6 +149,7 @@ class OnnxRunner:
         self.confidence_name = confidence[0].name if confidence else None
         self.scheme = None
         self.enlarge = None
+        self.weights_sha256 = weights.sha256(path)
 
     def __call__(self, crops):
         names = [self.keypoints_name] + ([self.confidence_name] if self.confidence_name else [])
@@ -178,6 +181,7 @@ class LiteRTRunner:
         self.num_keypoints = self.run.num_keypoints
         self.scheme = None
         self.enlarge = None
+        self.weights_sha256 = weights.sha256(path)
 
     def __call__(self, crops):
         return self.run(crops)
@@ -353,7 +357,10 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
             registered model's framing (see :func:`crop_framing`).
 
     Returns:
-        A JSON-able dict of results, including ``per_face`` errors (for CED plots).
+        A JSON-able dict of results, including ``per_face`` errors (for CED
+        plots) and ``weights_sha256``: the sha256 of the registered weights
+        file, or of the ``.keras`` / ``.onnx`` / ``.tflite`` file (None for a
+        model object), so a recorded number names the weights it measured.
     """
     if benchmark not in BENCHMARKS:
         raise ValueError(f"`benchmark` must be one of {BENCHMARKS}. Received: benchmark={benchmark!r}")
@@ -373,6 +380,7 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
         "benchmark": benchmark,
         "model": runner.name,
         "model_scheme": model_scheme,
+        "weights_sha256": runner.weights_sha256,
         "crop": {"enlarge": enlarge, **({"box": box} if box is not None else {}),
                  "input_size": list(runner.input_size), "input_color": runner.input_color,
                  "flip_test": flip_test},

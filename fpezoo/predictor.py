@@ -441,8 +441,8 @@ def resolve_model(model):
 
     Returns:
         ``(keras_model, registered_info)``: for registered weights,
-        ``registered_info`` holds the entry's ``scheme`` and its ``crop``
-        settings (e.g. ``enlarge``); otherwise it is ``{}``.
+        ``registered_info`` holds the entry's ``scheme``, ``sha256`` and its
+        ``crop`` settings (e.g. ``enlarge``); otherwise it is ``{}``.
 
     Raises:
         FileNotFoundError: a ``.keras`` path that does not exist.
@@ -458,7 +458,7 @@ def resolve_model(model):
         from fpezoo.weights import build_registered, registry_entry
 
         entry = registry_entry(model)
-        info = {"scheme": entry.get("scheme"), **entry.get("crop", {})}
+        info = {"scheme": entry.get("scheme"), "sha256": entry["sha256"], **entry.get("crop", {})}
         return build_registered(model), info
     if isinstance(model, str):
         if not pathlib.Path(model).is_file():

@@ -8,6 +8,7 @@ all faces share one size), so the protocol's crop maps every face's ground
 truth to the same crop points, and the expected NMEs follow by hand.
 """
 
+import hashlib
 import json
 import math
 
@@ -241,6 +242,7 @@ def test_registered_models_bring_their_crop(tmp_path):
     retail = evaluation.evaluate("retail5_mtfl", "mtfl", data=list_file, progress=False)
     assert retail["crop"]["enlarge"] == registry_entry("retail5_mtfl")["crop"]["enlarge"]
     assert retail["crop"]["box"] == "landmarks"
+    assert retail["weights_sha256"] == registry_entry("retail5_mtfl")["sha256"]
     write_aflw2000_3d(tmp_path / "aflw", YAWS[:2])
     fpenet = evaluation.evaluate("fpenet68_w32", "aflw2000-3d", data=tmp_path / "aflw", progress=False)
     assert fpenet["crop"]["enlarge"] == registry_entry("fpenet68_w32")["crop"]["enlarge"]
@@ -270,7 +272,10 @@ def test_keras_file_cli_and_ced_plot(tmp_path):
         evaluation.evaluate(model, "mtfl", data=list_file, progress=False, output=tmp_path / f"{name}.json")
     assert cli.main(["evaluate", str(model_path), "--benchmark", "mtfl", "--data", str(list_file),
                      "--out", str(tmp_path / "cli.json"), "--no-progress"]) == 0
-    assert json.loads((tmp_path / "cli.json").read_text())["nme_eye_centres"]["mean"] == pytest.approx(0.05)
+    from_cli = json.loads((tmp_path / "cli.json").read_text())
+    assert from_cli["nme_eye_centres"]["mean"] == pytest.approx(0.05)
+    assert from_cli["weights_sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
+    assert json.loads((tmp_path / "b.json").read_text())["weights_sha256"] is None
     assert cli.main(["evaluate", "--ced", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
                      "--out", str(tmp_path / "ced.png")]) == 0
     assert (tmp_path / "ced.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -324,6 +329,7 @@ def test_litert_model_scores_like_the_keras_model(tmp_path):
     keras_results = evaluation.evaluate(model, "mtfl", data=list_file, progress=False)
     litert_results = evaluation.evaluate(path, "mtfl", data=list_file, progress=False)
     assert litert_results["model"] == str(path)
+    assert litert_results["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     np.testing.assert_allclose(litert_results["per_face"]["nme_eye_centres"],
                                keras_results["per_face"]["nme_eye_centres"], rtol=0, atol=1e-4)
     with pytest.raises(FileNotFoundError, match="Received: model="):

@@ -31,8 +31,6 @@ FENCE = re.compile(r"^```(?P<language>[^\n`]*)\n(?P<code>.*?)^```[ \t]*$", re.MU
 KNOWN_LANGUAGES = ("python", "bash", "text")
 COMMANDS = ("fpezoo", "fpezoo-convert")
 SHELL_SEPARATORS = ("&&", "||", ";", "|")
-TABLE_START = "<!-- accuracy-table:start -->"
-TABLE_END = "<!-- accuracy-table:end -->"
 SPEED_START = "<!-- speed-table:start -->"
 SPEED_END = "<!-- speed-table:end -->"
 SPEED_RESULTS = PROJECT_ROOT / "docs" / "benchmarks" / "inference_speed.json"
@@ -143,21 +141,47 @@ def _accuracy_table_script():
 
 
 def test_accuracy_table_is_generated():
-    text = README.read_text(encoding="utf-8")
-    assert text.count(TABLE_START) == 1 and text.count(TABLE_END) == 1
-    section = text.split(TABLE_START)[1].split(TABLE_END)[0]
-    assert section.strip() == _accuracy_table_script().markdown_table()
-
-
-def test_accuracy_table_needs_the_command(tmp_path):
+    # Generating it also checks that every result of a registered name measured
+    # the weights registered now (scripts/accuracy_table.py measured_weights).
     script = _accuracy_table_script()
-    results = json.loads(sorted((PROJECT_ROOT / "docs" / "results").glob("*.json"))[0].read_text())
-    del results["command"]
+    text = README.read_text(encoding="utf-8")
+    start, end = script.table_section(text)
+    assert text[start:end].strip() == script.markdown_table()
+
+
+def _first_result():
+    return json.loads(sorted((PROJECT_ROOT / "docs" / "results").glob("*.json"))[0].read_text())
+
+
+def test_accuracy_table_needs_the_command_and_the_registered_weights(tmp_path):
+    script = _accuracy_table_script()
+    results = _first_result()
     (tmp_path / "result.json").write_text(json.dumps(results))
-    with pytest.raises(ValueError, match="must hold the command"):
-        script.markdown_table(tmp_path)
+    assert script.markdown_table(tmp_path).count("\n") == 2
+    for changed, message in [({"command": None}, "must hold the command"),
+                             ({"weights_sha256": None}, "must name the sha256"),
+                             ({"weights_sha256": "0" * 64}, "record the result again")]:
+        broken = {key: value for key, value in {**results, **changed}.items() if value is not None}
+        (tmp_path / "result.json").write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=message):
+            script.markdown_table(tmp_path)
     with pytest.raises(FileNotFoundError, match="No result files"):
         script.markdown_table(tmp_path / "empty")
+
+
+def test_accuracy_table_write_replaces_only_the_marked_section(tmp_path):
+    script = _accuracy_table_script()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "a.json").write_text(json.dumps(_first_result()))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{script.TABLE_START}\nold table\n{script.TABLE_END}\nrest\n")
+    assert script.main(["--write", str(readme), "--results", str(tmp_path / "results")]) == 0
+    assert readme.read_text() == (f"intro\n{script.TABLE_START}\n{script.markdown_table(tmp_path / 'results')}\n"
+                                  f"{script.TABLE_END}\nrest\n")
+    readme.write_text(f"no markers\n{script.TABLE_END}\n")
+    with pytest.raises(ValueError, match="must hold"):
+        script.write_table(readme, tmp_path / "results")
+    assert readme.read_text() == f"no markers\n{script.TABLE_END}\n"
 
 
 def test_speed_table_is_the_benchmark_json():
