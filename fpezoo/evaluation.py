@@ -511,17 +511,18 @@ def _evaluate_records(runner, label_file, reader, reader_options, limit, options
 # --------------------------------------------------------------------------- reporting
 def format_table(results):
     """A plain-text table of the headline numbers of one result dict."""
+    sha = results.get("weights_sha256")
+    weights_note = f", weights sha256 {sha[:12]}..." if sha else ""
     lines = [f"{results['benchmark']}: {results['model']} ({results['faces']} faces, "
-             f"{results['failed_faces']} failed, {results['seconds']} s)"]
+             f"{results['failed_faces']} failed, {results['seconds']} s{weights_note})"]
     for key in ("nme_box", "nme_box_reannotated", "nme_inter_ocular", "nme_eye_centres", "nme"):
         if key not in results:
             continue
         entry = results[key]
         bins = entry.get("bins")
         binned = "  ".join(f"{label}: {100 * value['mean']:.2f}" for label, value in bins.items()) if bins else ""
-        headline = entry.get("mean") if not bins else entry["mean"]
         lines.append(
-            f"  {key:<22} mean {100 * headline:6.2f} %  {binned}  "
+            f"  {key:<22} mean {100 * entry['mean']:6.2f} %  {binned}  "
             f"AUC@{entry['threshold']}: {entry['auc']:.3f}  failures: {100 * entry['failure_rate']:.2f} %"
         )
     regions = results.get("region_pixel_error")

@@ -262,7 +262,7 @@ def test_flip_test_averages_mirrored_predictions(tmp_path):
     assert results["nme_eye_centres"]["mean"] == pytest.approx(expected, rel=1e-5)
 
 
-def test_keras_file_cli_and_ced_plot(tmp_path):
+def test_keras_file_cli_and_ced_plot(tmp_path, capsys):
     from fpezoo import cli
 
     list_file = write_mtfl(tmp_path / "mtfl", MTFL_POINTS)
@@ -275,6 +275,7 @@ def test_keras_file_cli_and_ced_plot(tmp_path):
     from_cli = json.loads((tmp_path / "cli.json").read_text())
     assert from_cli["nme_eye_centres"]["mean"] == pytest.approx(0.05)
     assert from_cli["weights_sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
+    assert f"weights sha256 {from_cli['weights_sha256'][:12]}..." in capsys.readouterr().out
     assert json.loads((tmp_path / "b.json").read_text())["weights_sha256"] is None
     assert cli.main(["evaluate", "--ced", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
                      "--out", str(tmp_path / "ced.png")]) == 0

@@ -8,7 +8,8 @@
   the options its module declares (commands are not run): the subcommand and
   every option must exist and take the values given.
 * The accuracy table between the ``accuracy-table`` markers is the output of
-  ``scripts/accuracy_table.py`` on ``docs/results/*.json``; the speed table
+  ``scripts/accuracy_table.py`` on ``docs/results/*.json`` (whose results of
+  registered names measured the weights registered now); the speed table
   between the ``speed-table`` markers is ``fpezoo benchmark``'s table of
   ``docs/benchmarks/inference_speed.json``.
 """
