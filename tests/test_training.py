@@ -5,6 +5,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -112,6 +113,16 @@ def test_every_recipe_in_configs_is_a_valid_training_config(path):
     config = training.resolve_config(path)
     assert set(config) == set(training.TOP_LEVEL_KEYS)
     assert config["data"]["sources"], "a recipe names its training data"
+
+
+def test_every_recipe_the_cards_and_readme_name_exists():
+    documents = sorted((PROJECT_ROOT / "weights").glob("*.md")) + [PROJECT_ROOT / "README.md"]
+    named = {(document.name, match) for document in documents
+             for match in re.findall(r"configs/[\w*.-]+\.json", document.read_text(encoding="utf-8"))}
+    assert any(document == "README.md" for document, _ in named)
+    missing = [(document, pattern) for document, pattern in sorted(named)
+               if not list(PROJECT_ROOT.glob(pattern))]
+    assert not missing, f"configs named in documents but absent: {missing}"
 
 
 def test_model_entry_is_validated():
