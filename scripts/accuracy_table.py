@@ -70,11 +70,12 @@ def protocol(results):
     return text + flip + limit
 
 
-def measured_weights(results):
+def measured_weights(results, registry):
     """The sha256 of the weights a result measured, checked against the registry.
 
     Args:
         results: a result dict of :func:`fpezoo.evaluate`.
+        registry: the weights registry (:func:`fpezoo.weights.registry`).
 
     Returns:
         The result's ``"weights_sha256"``.
@@ -91,7 +92,7 @@ def measured_weights(results):
             "A result file of the table must name the sha256 of the weights it measured (record it "
             f"again with its command). Received: model={results['model']!r}, weights_sha256={recorded!r}")
     name, pin = weights.split_pin(results["model"])
-    entry = weights.registry().get(name)
+    entry = registry.get(name)
     if entry is not None and pin is None and entry["sha256"] != recorded:
         raise ValueError(
             f"The result of {name!r} measured weights with sha256 {recorded[:12]}..., but {name!r} is "
@@ -100,11 +101,12 @@ def measured_weights(results):
     return recorded
 
 
-def table_row(results):
+def table_row(results, registry):
     """One Markdown table row for a result dict that holds its ``"command"``.
 
     Args:
         results: a result dict of :func:`fpezoo.evaluate` with a ``"command"`` key.
+        registry: the weights registry (:func:`fpezoo.weights.registry`).
 
     Returns:
         The row as a string.
@@ -117,7 +119,7 @@ def table_row(results):
         raise ValueError(
             "A result file of the table must hold the command that produced it (write it with "
             f"`python scripts/accuracy_table.py record ...`). Received: model={results['model']!r}")
-    sha = measured_weights(results)[:SHA256_DIGITS_SHOWN]
+    sha = measured_weights(results, registry)[:SHA256_DIGITS_SHOWN]
     primary = results[results["primary"]]
     bins = primary.get("bins") or {}
     cells = [_percent(bins[label]["mean"]) if label in bins else "—" for label in YAW_BINS]
@@ -143,7 +145,10 @@ def markdown_table(folder=RESULTS):
     files = sorted(pathlib.Path(folder).glob("*.json"))
     if not files:
         raise FileNotFoundError(f"No result files (*.json) in the folder. Received: folder={str(folder)!r}")
-    rows = [table_row(json.loads(path.read_text())) for path in files]
+    from fpezoo import weights
+
+    registry = weights.registry()
+    rows = [table_row(json.loads(path.read_text()), registry) for path in files]
     return "\n".join([HEADER, *rows])
 
 
