@@ -32,10 +32,12 @@ keyword arguments; ``weights`` the starting weights: None (random), a registered
 name, a ``.weights.h5`` file (e.g. the ``best.weights.h5`` of an earlier stage), or,
 for ``RetailLandmarks5``, the OpenVINO IR ``.xml`` of landmarks-regression-retail-0009
 (its official weights, :func:`fpezoo.models.retail.import_openvino_retail`);
-``widen_from`` instead starts from registered weights of a narrower model of the
-same builder, copied into this wider one with its function preserved
-(:func:`fpezoo.models.widen.widen_weights`, Net2Net; e.g. width-64 FPENet from
-the trained width 32). A registered name, here or in ``weights``, may pin a
+``grow_from`` instead starts from registered weights of a smaller model of the
+same builder, copied into this one with its function preserved (Net2Net): a
+narrower model is widened (:func:`fpezoo.models.widen.widen_weights`; e.g.
+width-64 FPENet from the trained width 32), and an FPENet with 40x40 heatmaps
+gains the last decoder block for this one's 80x80 heatmaps
+(:func:`fpezoo.models.fpenet.copy_to_full_resolution_heatmaps`). A registered name, here or in ``weights``, may pin a
 sha256 prefix of its file: ``"fpenet68_w32@sha256:0199d41e"`` (see
 :mod:`fpezoo.weights`); ``freeze_batch_norms`` keeps every ``BatchNormalization`` layer fixed
 (``trainable=False``, which also runs it in inference mode), e.g. the imported
@@ -101,7 +103,7 @@ from fpezoo import schemes
 from fpezoo.schedules import get_schedule
 
 DEFAULTS = {
-    "model": {"builder": "FPENet", "config": {}, "weights": None, "widen_from": None,
+    "model": {"builder": "FPENet", "config": {}, "weights": None, "grow_from": None,
               "freeze_batch_norms": False},
     "scheme": None,
     "data": {
@@ -126,7 +128,7 @@ DEFAULTS = {
     "distribution": {"strategy": "default"},
 }
 TOP_LEVEL_KEYS = tuple(DEFAULTS)
-MODEL_KEYS = ("builder", "config", "weights", "widen_from", "freeze_batch_norms")
+MODEL_KEYS = ("builder", "config", "weights", "grow_from", "freeze_batch_norms")
 SOURCE_KEYS = ("reader", "path", "options", "weight", "limit", "drop_off_face_rows", "box")
 # Source `box` value that frames each face by the box of its points (see read_source).
 LANDMARK_BOX = "landmarks"
@@ -256,22 +258,22 @@ def _check_model(model):
             f"'RetailLandmarks5' builder only. Received: builder={model['builder']!r}, "
             f"weights={weights!r}"
         )
-    widen_from = model.get("widen_from")
-    if widen_from is not None:
+    grow_from = model.get("grow_from")
+    if grow_from is not None:
         from fpezoo.weights import registry_entry, split_pin
 
         if weights is not None:
             raise ValueError(
-                "`model.widen_from` and `model.weights` both set the starting weights: give one. "
-                f"Received: weights={weights!r}, widen_from={widen_from!r}"
+                "`model.grow_from` and `model.weights` both set the starting weights: give one. "
+                f"Received: weights={weights!r}, grow_from={grow_from!r}"
             )
         # The builder, not the pin: a recipe stays valid after its pinned weights
         # are replaced; building its model then names the pinned weights.
-        widened_builder = registry_entry(split_pin(widen_from)[0])["builder"]
-        if widened_builder != model["builder"]:
+        grown_builder = registry_entry(split_pin(grow_from)[0])["builder"]
+        if grown_builder != model["builder"]:
             raise ValueError(
-                f"`model.widen_from` must name weights of the {model['builder']!r} builder. "
-                f"Received: widen_from={widen_from!r} (builder {widened_builder!r})"
+                f"`model.grow_from` must name weights of the {model['builder']!r} builder. "
+                f"Received: grow_from={grow_from!r} (builder {grown_builder!r})"
             )
     freeze = model.get("freeze_batch_norms", False)
     if not isinstance(freeze, bool):
@@ -441,14 +443,14 @@ def build_model(config):
 
     The ``model`` entry's ``weights`` may also be an OpenVINO ``.xml``: its
     weights are imported (:func:`fpezoo.models.retail.import_openvino_retail`)
-    and loaded by layer name like a weights file. With ``widen_from``, the
-    registered narrower model's weights are widened into this one (seeded by
-    the config's ``seed``). With ``freeze_batch_norms``, every
+    and loaded by layer name like a weights file. With ``grow_from``, the
+    registered smaller model's weights are grown into this one (see
+    :func:`grow_weights`). With ``freeze_batch_norms``, every
     ``BatchNormalization`` layer is frozen.
     """
     import tempfile
 
-    from fpezoo.weights import build_registered, registered_builder
+    from fpezoo.weights import registered_builder
 
     model_config = config["model"]
     builder = registered_builder(model_config["builder"])
@@ -461,15 +463,45 @@ def build_model(config):
             import_openvino_retail(weights).save_weights(imported)
             weights = str(imported)
         model = builder(weights=weights, **model_config.get("config", {}))
-    if model_config.get("widen_from") is not None:
-        from fpezoo.models.widen import widen_weights
-
-        widen_weights(build_registered(model_config["widen_from"]), model, seed=config["seed"])
+    if model_config.get("grow_from") is not None:
+        grow_weights(model_config["grow_from"], model, seed=config["seed"])
     if model_config.get("freeze_batch_norms"):
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
     return model
+
+
+def grow_weights(name, model, seed=0):
+    """Copies registered weights of a smaller model into ``model``, its function preserved.
+
+    Net2Net (Chen, Goodfellow and Shlens, ICLR 2016): when the registered model
+    is an FPENet with 40x40 heatmaps and ``model`` has 80x80 ones, it first gains
+    the last decoder block
+    (:func:`fpezoo.models.fpenet.copy_to_full_resolution_heatmaps`); then it is
+    widened to ``model``'s widths (:func:`fpezoo.models.widen.widen_weights`, a
+    plain copy where the widths are equal).
+
+    Args:
+        name: registered weights (may be pinned, ``"NAME@sha256:HEX"``).
+        model: the model to set, of the registered model's builder.
+        seed: seed of the widening's random weight splits.
+    """
+    from fpezoo.models.common import KEYPOINT_HEAD
+    from fpezoo.models.fpenet import copy_to_full_resolution_heatmaps
+    from fpezoo.models.widen import widen_weights
+    from fpezoo.weights import build_registered, registered_builder, registry_entry
+
+    def heatmap_height(landmark_model):
+        return landmark_model.get_layer(KEYPOINT_HEAD).output.shape[1]
+
+    source = build_registered(name)
+    entry = registry_entry(name)
+    if entry["builder"] == "FPENet" and heatmap_height(model) == 2 * heatmap_height(source):
+        full = registered_builder(entry["builder"])(**{**entry["config"], "heatmap_size": None})
+        copy_to_full_resolution_heatmaps(source, full)
+        source = full
+    widen_weights(source, model, seed=seed)
 
 
 def model_scheme(config, model):

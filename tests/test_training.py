@@ -130,7 +130,7 @@ def test_model_entry_is_validated():
         return training.resolve_config({"output_dir": "x", "model": model})
 
     assert resolve({"freeze_batch_norms": True})["model"] == {
-        "builder": "FPENet", "config": {}, "weights": None, "widen_from": None,
+        "builder": "FPENet", "config": {}, "weights": None, "grow_from": None,
         "freeze_batch_norms": True}
     with pytest.raises(ValueError, match=r"Unknown model key\(s\) \['freeze'\]"):
         resolve({"freeze": True})
@@ -142,17 +142,17 @@ def test_model_entry_is_validated():
         resolve({"weights": "retail.xml"})
     with pytest.raises(ValueError, match="Received: weights=3"):
         resolve({"weights": 3})
-    with pytest.raises(ValueError, match="Received: weights='a.weights.h5', widen_from='fpenet68_w32'"):
-        resolve({"weights": "a.weights.h5", "widen_from": "fpenet68_w32"})
-    with pytest.raises(ValueError, match="Received: widen_from='retail5_mtfl'"):
-        resolve({"widen_from": "retail5_mtfl"})
+    with pytest.raises(ValueError, match="Received: weights='a.weights.h5', grow_from='fpenet68_w32'"):
+        resolve({"weights": "a.weights.h5", "grow_from": "fpenet68_w32"})
+    with pytest.raises(ValueError, match="Received: grow_from='retail5_mtfl'"):
+        resolve({"grow_from": "retail5_mtfl"})
     with pytest.raises(ValueError, match="Unknown weights name 'fpenet68_w8'"):
-        resolve({"widen_from": "fpenet68_w8"})
+        resolve({"grow_from": "fpenet68_w8"})
     with pytest.raises(ValueError, match="Received: weights='fpenet68_w32@sha256:0199'"):
-        resolve({"widen_from": "fpenet68_w32@sha256:0199"})
+        resolve({"grow_from": "fpenet68_w32@sha256:0199"})
 
 
-def test_widen_from_pinned_weights_that_were_replaced_fails_when_building(tmp_path, monkeypatch):
+def test_grow_from_pinned_weights_that_were_replaced_fails_when_building(tmp_path, monkeypatch):
     from fpezoo import weights as weights_module
     from fpezoo.models.fpenet import FPENet
 
@@ -167,11 +167,11 @@ def test_widen_from_pinned_weights_that_were_replaced_fails_when_building(tmp_pa
     stale = "0" * 8 if not digest.startswith("0" * 8) else "1" * 8
     # The recipe itself stays valid (same builder); building it names the replaced weights.
     config = training.resolve_config(
-        {"output_dir": "x", "model": {**model, "widen_from": f"narrow@sha256:{stale}"}})
+        {"output_dir": "x", "model": {**model, "grow_from": f"narrow@sha256:{stale}"}})
     with pytest.raises(ValueError, match=f"not the pinned {stale}"):
         training.build_model(config)
     widened = training.build_model(training.resolve_config(
-        {"output_dir": "x", "model": {**model, "widen_from": f"narrow@sha256:{digest[:8]}"}}))
+        {"output_dir": "x", "model": {**model, "grow_from": f"narrow@sha256:{digest[:8]}"}}))
     assert widened.get_layer("encoder1_conv").kernel.shape[-1] == 8
 
 
@@ -186,12 +186,15 @@ def test_build_model_freezes_the_batch_norms():
     assert len(unfrozen.trainable_weights) == len(model.trainable_weights) + 2 * len(norms)
 
 
-def test_build_model_widens_registered_weights_into_a_wider_model():
+@pytest.mark.parametrize("heatmap_size", [40, 80], ids=["wider", "wider_with_80x80_heatmaps"])
+def test_build_model_grows_registered_weights_into_a_larger_model(heatmap_size):
     from fpezoo.weights import build_registered
 
     config = training.resolve_config({"output_dir": "x", "model": {
-        "widen_from": "fpenet68_w32", "config": {"num_keypoints": 68, "width": 40, "heatmap_size": 40}}})
+        "grow_from": "fpenet68_w32",
+        "config": {"num_keypoints": 68, "width": 40, "heatmap_size": heatmap_size}}})
     wide = training.build_model(config)
+    assert wide.get_layer("keypoint_head").output.shape[1] == heatmap_size
     assert wide.get_layer("encoder1_conv").get_weights()[0].shape == (3, 3, 1, 40)
     narrow = build_registered("fpenet68_w32")
     faces = np.random.default_rng(0).uniform(0, 255, (2, 80, 80, 1)).astype("float32")

@@ -1,10 +1,12 @@
-"""fpezoo.models.widen: function-preserving widening (Net2WiderNet)."""
+"""Function-preserving growth (Net2Net): fpezoo.models.widen widens, and
+fpezoo.models.fpenet.copy_to_full_resolution_heatmaps adds FPENet's last decoder block."""
 
 import keras
 import numpy as np
 import pytest
 
 import fpezoo
+from fpezoo.models.fpenet import copy_to_full_resolution_heatmaps
 from fpezoo.models.widen import widen_weights
 
 
@@ -67,3 +69,27 @@ def test_widening_refuses_models_it_cannot_widen():
     retail = fpezoo.RetailLandmarks5()
     with pytest.raises(ValueError, match="of type BatchNormalization cannot be widened"):
         widen_weights(retail, fpezoo.RetailLandmarks5())
+
+
+@pytest.mark.parametrize("variant", ["base", "release", "base_5x5"])
+def test_full_resolution_fpenet_starts_with_the_half_resolution_keypoints(variant):
+    # a sharp soft-argmax (beta 1, not TAO's 0.01) puts the random heatmaps' points off the centre
+    half = _random_weights(fpezoo.FPENet(num_keypoints=5, width=4, variant=variant, heatmap_size=40, beta=1.0))
+    full = fpezoo.FPENet(num_keypoints=5, width=4, variant=variant, beta=1.0)
+    copy_to_full_resolution_heatmaps(half, full)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 80, 80, 1))
+    half_keypoints, _ = half.predict_on_batch(images)
+    assert half_keypoints.std() > 3.0, "the check needs keypoints away from the image centre"
+    full_keypoints, _ = full.predict_on_batch(images)
+    np.testing.assert_allclose(full_keypoints, half_keypoints, atol=1e-3)
+    # the full-resolution skip starts unused, with weights that training can change
+    kernel = full.get_layer("decoder4_conv1").get_weights()[0]
+    assert not kernel[:, :, 4:, :].any() and full.get_layer("decoder4_conv1").trainable
+
+
+def test_full_resolution_copy_refuses_other_models():
+    half = fpezoo.FPENet(num_keypoints=5, width=4, heatmap_size=40)
+    with pytest.raises(ValueError, match="differ in more than the heatmap size.*Received: layer='encoder1_conv'"):
+        copy_to_full_resolution_heatmaps(half, fpezoo.FPENet(num_keypoints=5, width=8))
+    with pytest.raises(ValueError, match="must add exactly decoder block 4.*Received: extra layers=\\[\\]"):
+        copy_to_full_resolution_heatmaps(half, fpezoo.FPENet(num_keypoints=5, width=4, heatmap_size=40))

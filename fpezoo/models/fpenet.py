@@ -27,6 +27,7 @@ base_5x5      Conv2DTranspose      no              5x5           1,096,272
 """
 
 import keras
+import numpy as np
 
 from fpezoo.layers import FacePreprocessing, RescaleKeypoints, SoftArgmax
 from fpezoo.models.common import (
@@ -179,3 +180,56 @@ def _recombinator_heatmaps(images, num_keypoints, variant, width, decoder_blocks
     if extra_conv:
         x = _conv(x, width, 1, "extra_conv")
     return _conv(x, num_keypoints, 1, KEYPOINT_HEAD, activation=None)
+
+
+def copy_to_full_resolution_heatmaps(half, full):
+    """Sets the weights of ``full`` so that it computes the keypoints of ``half``.
+
+    ``half`` is a trained FPENet with half-size heatmaps (``heatmap_size=40``),
+    ``full`` the same FPENet with heatmaps of its input size (TAO's layout): one
+    decoder block more. Every layer of ``half`` is copied; the extra block starts
+    as a nearest-neighbour upsampler of the block before it (Net2DeeperNet,
+    Chen, Goodfellow and Shlens, "Net2Net: Accelerating Learning via Knowledge
+    Transfer", ICLR 2016): its transposed convolution copies each channel to a
+    2x2 block and its convolutions pass those channels through (their ReLUs see
+    the non-negative output of a ReLU) with zero weight on the full-resolution
+    skip channels, which training then learns to use. Soft-argmax of a heatmap
+    upsampled so is the same point, so ``full`` starts with ``half``'s keypoints
+    (to float rounding).
+
+    Args:
+        half: the trained FPENet with half-size heatmaps.
+        full: an FPENet of the same arguments but ``heatmap_size``.
+
+    Raises:
+        ValueError: ``half`` has a layer that ``full`` lacks or shapes differently,
+            or ``full``'s extra layers are not its last decoder block.
+    """
+    full_layers = {layer.name: layer for layer in full.layers}
+    for layer in half.layers:
+        if layer.weights and (
+                layer.name not in full_layers
+                or [w.shape for w in layer.weights] != [w.shape for w in full_layers[layer.name].weights]):
+            raise ValueError(
+                f"The two FPENets differ in more than the heatmap size: layer {layer.name!r} of the "
+                f"half-resolution model has no match of the same shape. Received: layer={layer.name!r}")
+        if layer.weights:
+            full_layers[layer.name].set_weights(layer.get_weights())
+    half_names = {layer.name for layer in half.layers}
+    extra_block = f"decoder{NUM_BLOCKS}_"
+    extra = [layer for layer in full.layers if layer.name not in half_names]
+    if not extra or any(not layer.name.startswith(extra_block) for layer in extra):
+        raise ValueError(
+            f"The full-resolution FPENet must add exactly decoder block {NUM_BLOCKS} to the "
+            f"half-resolution one. Received: extra layers={[layer.name for layer in extra]}")
+    for layer in extra:
+        if not layer.weights:
+            continue
+        kernel = np.zeros(layer.weights[0].shape, dtype=layer.weights[0].dtype)
+        channels = np.arange(layer.filters)
+        if isinstance(layer, keras.layers.Conv2DTranspose):  # kernel (2, 2, out, in)
+            kernel[:, :, channels, channels] = 1.0
+        else:  # kernel (k, k, in, out); the upsampled channels come first in the concatenation
+            centre = kernel.shape[0] // 2
+            kernel[centre, centre, channels, channels] = 1.0
+        layer.set_weights([kernel] + [np.zeros(w.shape, dtype=w.dtype) for w in layer.weights[1:]])
