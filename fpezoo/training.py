@@ -37,9 +37,10 @@ same builder, copied into this one with its function preserved (Net2Net): a
 narrower model is widened (:func:`fpezoo.models.widen.widen_weights`; e.g.
 width-64 FPENet from the trained width 32), and an FPENet with 40x40 heatmaps
 gains the last decoder block for this one's 80x80 heatmaps
-(:func:`fpezoo.models.fpenet.copy_to_full_resolution_heatmaps`). A registered name, here or in ``weights``, may pin a
-sha256 prefix of its file: ``"fpenet68_w32@sha256:0199d41e"`` (see
-:mod:`fpezoo.weights`); ``freeze_batch_norms`` keeps every ``BatchNormalization`` layer fixed
+(:func:`fpezoo.models.fpenet.copy_to_full_resolution_heatmaps`). A registered
+name, here or in ``weights``, may pin a sha256 prefix of its file:
+``"fpenet68_w32@sha256:0199d41e"`` (see :mod:`fpezoo.weights`);
+``freeze_batch_norms`` keeps every ``BatchNormalization`` layer fixed
 (``trainable=False``, which also runs it in inference mode), e.g. the imported
 retail-0009 batch norms, which are folded affine maps with unit statistics.
 
