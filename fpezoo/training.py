@@ -489,9 +489,9 @@ def grow_weights(name, model, seed=0):
         seed: seed of the widening's random weight splits.
     """
     from fpezoo.models.common import KEYPOINT_HEAD
-    from fpezoo.models.fpenet import copy_to_full_resolution_heatmaps
+    from fpezoo.models.fpenet import FPENet, copy_to_full_resolution_heatmaps
     from fpezoo.models.widen import widen_weights
-    from fpezoo.weights import build_registered, registered_builder, registry_entry
+    from fpezoo.weights import build_registered, registry_entry
 
     def heatmap_height(landmark_model):
         return landmark_model.get_layer(KEYPOINT_HEAD).output.shape[1]
@@ -499,7 +499,7 @@ def grow_weights(name, model, seed=0):
     source = build_registered(name)
     entry = registry_entry(name)
     if entry["builder"] == "FPENet" and heatmap_height(model) == 2 * heatmap_height(source):
-        full = registered_builder(entry["builder"])(**{**entry["config"], "heatmap_size": None})
+        full = FPENet(**{**entry["config"], "heatmap_size": None})
         copy_to_full_resolution_heatmaps(source, full)
         source = full
     widen_weights(source, model, seed=seed)

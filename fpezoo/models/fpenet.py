@@ -207,14 +207,14 @@ def copy_to_full_resolution_heatmaps(half, full):
     """
     full_layers = {layer.name: layer for layer in full.layers}
     for layer in half.layers:
-        if layer.weights and (
-                layer.name not in full_layers
-                or [w.shape for w in layer.weights] != [w.shape for w in full_layers[layer.name].weights]):
+        if not layer.weights:
+            continue
+        match = full_layers.get(layer.name)
+        if match is None or [w.shape for w in layer.weights] != [w.shape for w in match.weights]:
             raise ValueError(
                 f"The two FPENets differ in more than the heatmap size: layer {layer.name!r} of the "
                 f"half-resolution model has no match of the same shape. Received: layer={layer.name!r}")
-        if layer.weights:
-            full_layers[layer.name].set_weights(layer.get_weights())
+        match.set_weights(layer.get_weights())
     half_names = {layer.name for layer in half.layers}
     extra_block = f"decoder{NUM_BLOCKS}_"
     extra = [layer for layer in full.layers if layer.name not in half_names]
