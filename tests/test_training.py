@@ -378,6 +378,37 @@ def test_teacher_model_labels_every_point_in_image_pixels(tmp_path):
                               progress=False)
 
 
+def test_even_jaw_spacing_moves_the_jaw_points_along_the_outline_only(tmp_path):
+    """Jaw points crowded towards the ears end up evenly spaced on the same curve."""
+    script = _label_script()
+    # A U-shaped jaw on a circle: angle 0 (left end) to pi (right end) through the chin at
+    # pi / 2; the points of each half crowd towards the ends like the teacher's do.
+    half = (np.linspace(0.0, 1.0, 9) ** 1.4) * (np.pi / 2)
+    angles = np.concatenate([half, np.pi - half[::-1][1:]])
+    centre, radius = np.array([60.0, 40.0]), 30.0
+    keypoints = np.random.default_rng(0).uniform(20, 80, (68, 2)).astype("float32")
+    keypoints[:17] = centre + radius * np.stack([-np.cos(angles), np.sin(angles)], axis=1)
+    respaced = script.evenly_spaced_jaw(keypoints)
+
+    np.testing.assert_array_equal(respaced[17:], keypoints[17:])
+    np.testing.assert_allclose(respaced[[0, 8, 16]], keypoints[[0, 8, 16]], atol=1e-4)
+    offsets = respaced[:17] - centre
+    np.testing.assert_allclose(np.linalg.norm(offsets, axis=1), radius, rtol=5e-3)
+    respaced_angles = np.arctan2(offsets[:, 1], -offsets[:, 0])
+    np.testing.assert_allclose(respaced_angles, np.linspace(0.0, np.pi, 17), atol=0.01)
+    assert np.abs(angles - respaced_angles).max() > 0.1, "the crowded points must move"
+
+    records = [LandmarkRecord(image=tmp_path / f"face{index}.png", keypoints=keypoints,
+                              visibility=visibility, box=(0.0, 0.0, 99.0, 99.0),
+                              scheme="ibug68", source="test")
+               for index, visibility in enumerate([np.ones(68, "float32"),
+                                                   (np.arange(68) != 3).astype("float32")])]
+    changed, count = script.with_evenly_spaced_jaws(records)
+    assert count == 1
+    np.testing.assert_array_equal(changed[0].keypoints, respaced)
+    np.testing.assert_array_equal(changed[1].keypoints, keypoints)
+
+
 @pytest.mark.data
 def test_read_source_filters_limits_and_frames(shared_data):
     source = {"reader": "mtfl", "path": str(shared_data / "mtfl" / "train.txt"),
