@@ -423,6 +423,26 @@ def test_calibration_images_from_data_readers(shared_data):
     assert np.abs(aflw[0] - full).mean() > 20
 
 
+@pytest.mark.data
+def test_calibration_crops_take_the_crop_the_model_expects(shared_data):
+    """A record's face is cropped at the given enlargement; a registered name gives its own."""
+    from fpezoo.data.pipeline import crop_face
+    from fpezoo.imageio import load_image
+    from fpezoo.predictor import DEFAULT_ENLARGE
+    from fpezoo.weights import registry_entry
+
+    source = f"aflw2000_3d:{shared_data / 'aflw2000-3d'}"
+    image, box = convert_module._calibration_items(source)[0]
+    for enlarge in (1.25, 2.0):
+        crops = convert_module.CalibrationImages(source, (64, 64), 3, "rgb", limit=1, enlarge=enlarge)
+        expected = crop_face(load_image(image), box, output_size=(64, 64), enlarge=enlarge)[0]
+        np.testing.assert_allclose(crops.array()[0], expected, atol=1e-3)
+    with pytest.raises(ValueError, match="Received: enlarge=0"):
+        convert_module.CalibrationImages(source, (64, 64), 3, "rgb", enlarge=0)
+    assert convert_module.registered_enlarge("fpenet68_w64") == registry_entry("fpenet68_w64")["crop"]["enlarge"]
+    assert convert_module.registered_enlarge(str(shared_data / "model.keras")) == DEFAULT_ENLARGE
+
+
 # Measured with `fpezoo evaluate` on all 2000 AFLW2000-3D faces (3DDFA protocol, crop
 # sqrt(2) x the landmark box): fpenet68_w32 Keras / LiteRT fp32 / fp16 7.13 %, int8 7.12 %
 # (256 AFLW crops calibrate). Quantising the soft-argmax as well gave 56.6 %.

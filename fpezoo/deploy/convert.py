@@ -37,6 +37,7 @@ half-written. An existing output is replaced only with ``force=True``
 import argparse
 import contextlib
 import json
+import numbers
 import os
 import pathlib
 import shutil
@@ -81,7 +82,7 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
             num_calibration_images=DEFAULT_CALIBRATION_IMAGES, batch_size=None,
             max_batch_size=DEFAULT_MAX_BATCH_SIZE, input_size=None, input_color=None, force=False,
             builder=None, builder_config=None, opset=DEFAULT_OPSET, triton_backend="onnx",
-            model_name=None, calibration_cache=None):
+            model_name=None, calibration_cache=None, calibration_enlarge=None):
     """Exports a model for deployment.
 
     Args:
@@ -126,6 +127,10 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
         calibration_cache: TensorRT INT8 calibration cache file (default: the
             output path with ``.calibration.cache`` appended); reused when it
             exists.
+        calibration_enlarge: crop side over the longer side of a calibration
+            record's box (see :class:`CalibrationImages`). None: the registered
+            crop of a registered name (its ``"crop": {"enlarge": ...}``, as the
+            predictor crops), else :data:`fpezoo.predictor.DEFAULT_ENLARGE`.
 
     Returns:
         The ``pathlib.Path`` of the export.
@@ -168,7 +173,8 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
     if calibration is not None and precision == "int8":
         calibration_images = CalibrationImages(
             calibration, image_size=spec.shape[1:3], channels=spec.shape[3],
-            color=input_color or model_input_color(model), limit=num_calibration_images)
+            color=input_color or model_input_color(model), limit=num_calibration_images,
+            enlarge=calibration_enlarge if calibration_enlarge is not None else registered_enlarge(source))
 
     if to == "triton":
         from fpezoo.deploy import triton
@@ -220,6 +226,27 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
 
 
 # --------------------------------------------------------------------------- sources
+
+
+def registered_enlarge(source):
+    """The crop enlargement the model of a :func:`convert` ``source`` expects.
+
+    Args:
+        source: a ``source`` of :func:`convert`.
+
+    Returns:
+        The registered ``"crop": {"enlarge": ...}`` of a registered name, else
+        :data:`fpezoo.predictor.DEFAULT_ENLARGE` (models and files carry no
+        framing).
+    """
+    from fpezoo.predictor import DEFAULT_ENLARGE
+
+    if not isinstance(source, (str, os.PathLike)) or os.fspath(source).endswith(
+            (".keras", ".weights.h5", ".xml")):
+        return DEFAULT_ENLARGE
+    from fpezoo.weights import registry_entry
+
+    return float(registry_entry(os.fspath(source)).get("crop", {}).get("enlarge", DEFAULT_ENLARGE))
 
 
 def load_model(source, builder=None, builder_config=None):
@@ -632,18 +659,19 @@ class CalibrationImages:
         source: a folder of face-crop images (each resized to the input size), or
             ``"reader:path"`` with a reader of ``CALIBRATION_READERS``: each
             record's face is cropped by its box with
-            :func:`fpezoo.data.pipeline.crop_face`, enlarged by
-            :data:`fpezoo.predictor.DEFAULT_ENLARGE` as the predictor crops (or
+            :func:`fpezoo.data.pipeline.crop_face`, enlarged by ``enlarge`` (or
             the whole image is resized when the record has no box: the loose
             crops of MTFL and AFLW).
         image_size: ``(height, width)`` of the model input.
         channels: 1 or 3.
         color: ``"grayscale"``, ``"rgb"`` or ``"bgr"``: channel layout of the input.
         limit: use at most this many images (the first ones of the source).
+        enlarge: crop side over the longer side of a record's box: the crop the
+            model expects (None: :data:`fpezoo.predictor.DEFAULT_ENLARGE`).
     """
 
     def __init__(self, source, image_size, channels, color="grayscale",
-                 limit=DEFAULT_CALIBRATION_IMAGES):
+                 limit=DEFAULT_CALIBRATION_IMAGES, enlarge=None):
         self.image_size = _size_pair(image_size)
         if channels not in (1, 3):
             raise ValueError(f"Calibration crops have 1 or 3 channels. Received: channels={channels!r}")
@@ -653,6 +681,14 @@ class CalibrationImages:
                 f"{channels} channel(s) cannot hold {color!r} crops. Received: input_color={color!r}"
             )
         _check_positive_int(limit, "num_calibration_images")
+        if enlarge is None:
+            from fpezoo.predictor import DEFAULT_ENLARGE
+
+            enlarge = DEFAULT_ENLARGE
+        if not isinstance(enlarge, numbers.Real) or not 0 < enlarge < np.inf:
+            raise ValueError(
+                f"The calibration crop enlargement must be a positive number. Received: enlarge={enlarge!r}")
+        self.enlarge = float(enlarge)
         self.channels = channels
         self.color = color
         self.limit = limit
@@ -694,10 +730,8 @@ class CalibrationImages:
             crop = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
         else:
             from fpezoo.data.pipeline import crop_face
-            from fpezoo.predictor import DEFAULT_ENLARGE
 
-            # Cropped as the predictor and the evaluation crop faces from their boxes.
-            crop = crop_face(rgb, box, output_size=(height, width), enlarge=DEFAULT_ENLARGE)[0]
+            crop = crop_face(rgb, box, output_size=(height, width), enlarge=self.enlarge)[0]
         crop = np.asarray(crop, dtype=np.float32)
         if self.color == "grayscale":
             crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[..., None]
@@ -783,6 +817,9 @@ def configure_parser(parser):
                              f"in {', '.join(CALIBRATION_READERS)}")
     parser.add_argument("--num-calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES)
     parser.add_argument("--calibration-cache", help="TensorRT INT8 calibration cache file")
+    parser.add_argument("--calibration-enlarge", type=float,
+                        help="crop side over the longer side of a calibration record's box "
+                             "(default: the registered model's crop, else the predictor's default)")
     parser.add_argument("--batch-size", default="dynamic",
                         help="'dynamic' (default) or a fixed batch size")
     parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
@@ -814,7 +851,8 @@ def run(args):
             batch_size=batch_size, max_batch_size=args.max_batch_size, input_size=args.input_size,
             input_color=args.input_color, force=args.force, builder=args.builder,
             builder_config=builder_config, opset=args.opset, triton_backend=args.triton_backend,
-            model_name=args.name, calibration_cache=args.calibration_cache)
+            model_name=args.name, calibration_cache=args.calibration_cache,
+            calibration_enlarge=args.calibration_enlarge)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
