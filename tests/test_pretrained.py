@@ -1,5 +1,5 @@
 """The pretrained weights of ``weights/``: they load by name, match their checksum,
-and give sensible landmarks on real faces (AFLW2000-3D, 3DDFA framing)."""
+and give sensible landmarks on real faces (AFLW2000-3D, each at its registered crop)."""
 
 import json
 
