@@ -2,7 +2,7 @@
 
 The recipes ``configs/pretrained_*.json`` are :func:`fpezoo.train` configs
 (``fpezoo train CONFIG``) whose data sources are COCO keypoints files this
-script makes from the AFLW crops of ``../shared/data/aflw-crops``:
+script makes from the AFLW crops of ``../shared/data/aflw-crops`` (or MTFL's training faces):
 
 * labels: MediaPipe teacher's 68 points (``teacher_mediapipe.npz``) where the
   teacher agrees with itself on the mirrored crop (``flip_disagreement_nme`` at
@@ -24,6 +24,12 @@ script makes from the AFLW crops of ``../shared/data/aflw-crops``:
   (3DDFA) protocol crops test faces from their ground-truth landmark box.
   Faces without teacher points take a box centred in the crop with the
   median crop/landmark-box ratio of the other faces.
+
+With ``--data-set mtfl`` the file holds MTFL's training faces instead (10,000
+LFW and web faces, 80x80 loose crops, mostly near-frontal): the teacher's 68
+points (``teacher_mediapipe_train.npz``) of the faces it is sure of, framed by
+their box; MTFL's five human points are not used (two are eye centres, which
+iBUG-68 lacks).
 
 With ``--teacher-model`` (distillation: one of our models teaching a lighter
 one, or itself) the file holds instead that model's prediction of all 68 points
@@ -277,7 +283,7 @@ def model_labelled(records, model, flip_test=False, progress=True):
     finite = np.isfinite(predicted).all(axis=(1, 2))
     labelled = [dataclasses.replace(record, keypoints=points.astype("float32"),
                                     visibility=np.ones(68, dtype="float32"),
-                                    source=f"aflw-crops+{runner.name}")
+                                    source=f"{record.source}+{runner.name}")
                 for record, points, ok in zip(records, predicted, finite) if ok]
     return labelled, int((~finite).sum())
 
@@ -312,21 +318,34 @@ def input_size_of(folder):
     return height
 
 
-def write_labels(output, data_root, max_flip_disagreement, max_convention_offset=None,
-                 teacher_model=None, teacher_flip_test=False, even_jaw_spacing=False):
-    """Writes the merged, framed AFLW-crops labels to ``output``; returns their counts.
+def mtfl_teacher_records(folder, max_flip_disagreement):
+    """MTFL's training faces the teacher is sure of, with its 68 points, framed by their box.
 
-    With ``max_convention_offset``, human points are used only at
-    :func:`points_with_shared_convention`; the counts then carry the measured
-    :func:`convention_offsets` and the points kept. With ``teacher_model``, the
-    framed faces are labelled by that model instead (:func:`model_labelled`).
-    With ``even_jaw_spacing``, the written jaw lines are respaced
-    (:func:`with_evenly_spaced_jaws`); the face boxes stay those of the
-    teacher's points.
+    MTFL's own five points are left out: two are eye centres, which iBUG-68 lacks.
+
+    Args:
+        folder: the ``mtfl`` folder (``train.txt``, ``teacher_mediapipe_train.npz``).
+        max_flip_disagreement: keep faces whose teacher flip disagreement is at most this.
+
+    Returns:
+        ibug68 records whose ``box`` is the box of their points.
     """
     from fpezoo.data import readers
 
-    folder = pathlib.Path(data_root) / "aflw-crops"
+    records = readers.read_mtfl(folder / "train.txt", teacher=folder / "teacher_mediapipe_train.npz",
+                                max_flip_disagreement=max_flip_disagreement)
+    return [dataclasses.replace(record, box=record.landmark_box()) for record in records]
+
+
+def aflw_crops_records(folder, max_flip_disagreement, max_convention_offset=None):
+    """The AFLW crops' merged human and teacher labels, framed; returns ``(records, counts)``.
+
+    With ``max_convention_offset``, human points are used only at
+    :func:`points_with_shared_convention`; the counts then carry the measured
+    :func:`convention_offsets` and the points kept.
+    """
+    from fpezoo.data import readers
+
     human = readers.read_aflw_crops(folder)
     teacher = readers.read_aflw_crops(folder, teacher=True)
     report = {}
@@ -345,6 +364,35 @@ def write_labels(output, data_root, max_flip_disagreement, max_convention_offset
         "median_landmark_box_to_crop_ratio": round(crop_ratio, 4),
         **report,
     }
+    return records, counts
+
+
+def write_labels(output, data_root, max_flip_disagreement, max_convention_offset=None,
+                 teacher_model=None, teacher_flip_test=False, even_jaw_spacing=False,
+                 data_set="aflw-crops"):
+    """Writes the framed labels of one data set to ``output``; returns their counts.
+
+    ``data_set`` is ``"aflw-crops"`` (:func:`aflw_crops_records`) or ``"mtfl"``
+    (:func:`mtfl_teacher_records`, MTFL's 10,000 training faces, mostly
+    near-frontal). With ``teacher_model``, the framed faces are labelled by that
+    model instead (:func:`model_labelled`). With ``even_jaw_spacing``, the
+    written jaw lines are respaced (:func:`with_evenly_spaced_jaws`); the face
+    boxes stay those of the teacher's points.
+    """
+    folder = pathlib.Path(data_root) / data_set
+    if data_set == "aflw-crops":
+        records, counts = aflw_crops_records(folder, max_flip_disagreement, max_convention_offset)
+    elif data_set == "mtfl":
+        if max_convention_offset is not None:
+            raise ValueError(
+                "The convention offsets are measured between AFLW's human points and the "
+                f"teacher's; MTFL has no such points. Received: max_convention_offset="
+                f"{max_convention_offset}"
+            )
+        records = mtfl_teacher_records(folder, max_flip_disagreement)
+        counts = {"faces": len(records)}
+    else:
+        raise ValueError(f"data_set must be 'aflw-crops' or 'mtfl'. Received: data_set={data_set!r}")
     if teacher_model is not None:
         records, failed = model_labelled(records, teacher_model, teacher_flip_test)
         counts.update(teacher_model=str(teacher_model), teacher_flip_test=teacher_flip_test,
@@ -374,12 +422,15 @@ def main(argv=None):
     parser.add_argument("--even-jaw-spacing", action="store_true",
                         help="space the jaw points evenly along the jaw line, as iBUG-68 "
                              "annotators do (the teacher's crowd towards the ears)")
+    parser.add_argument("--data-set", choices=("aflw-crops", "mtfl"), default="aflw-crops",
+                        help="label the AFLW crops (human and teacher points) or MTFL's training "
+                             "faces (teacher points only)")
     args = parser.parse_args(argv)
     if args.teacher_flip_test and args.teacher_model is None:
         parser.error("--teacher-flip-test needs --teacher-model")
     counts = write_labels(args.output, args.data_root, args.max_flip_disagreement,
                           args.max_convention_offset, args.teacher_model, args.teacher_flip_test,
-                          args.even_jaw_spacing)
+                          args.even_jaw_spacing, args.data_set)
     print(json.dumps(counts))
     return 0
 

@@ -271,6 +271,40 @@ def test_pretrained_label_file_reads_back_through_the_coco_source(tmp_path):
         np.testing.assert_array_equal(ours.keypoints, theirs.keypoints)
 
 
+def test_mtfl_label_file_holds_the_faces_the_teacher_is_sure_of(tmp_path):
+    """``--data-set mtfl``: teacher points of MTFL's training faces, framed by their box."""
+    script = _label_script()
+    folder = tmp_path / "mtfl"
+    (folder / "lfw_5590").mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    names, rows, points = [], [], []
+    for index in range(3):
+        name = f"lfw_5590/face{index}.jpg"
+        (folder / name).write_bytes(b"")
+        names.append(name)
+        rows.append(f"{name} " + " ".join(["40"] * 10))
+        points.append(np.concatenate([rng.uniform(20, 60, (68, 2)), np.zeros((68, 1))], axis=1))
+    (folder / "train.txt").write_text("\n".join(rows) + "\n")
+    np.savez(folder / "teacher_mediapipe_train.npz", names=np.array([f"mtfl/{name}" for name in names]),
+             pts68=np.stack(points),
+             views=np.array([2, 2, 2]), flip_disagreement_nme=np.array([0.05, 0.5, 0.08]))
+    output = tmp_path / "labels.json"
+    counts = script.write_labels(output, tmp_path, max_flip_disagreement=0.1, data_set="mtfl")
+    assert counts == {"faces": 2}
+    source = {"reader": "coco_keypoints", "path": str(output),
+              "options": {"image_root": str(folder), "scheme": "ibug68", "one_based": False}}
+    read = training.read_source(source, "ibug68")
+    assert [record.image.name for record in read] == ["face0.jpg", "face2.jpg"]
+    for record, expected in zip(read, (points[0], points[2])):
+        np.testing.assert_allclose(record.keypoints, expected[:, :2], atol=1e-4)
+        np.testing.assert_allclose(record.box, (*expected[:, :2].min(0), *expected[:, :2].max(0)),
+                                   atol=1e-4)
+    with pytest.raises(ValueError, match="Received: max_convention_offset=0.02"):
+        script.write_labels(output, tmp_path, 0.1, max_convention_offset=0.02, data_set="mtfl")
+    with pytest.raises(ValueError, match="Received: data_set='lfw'"):
+        script.write_labels(output, tmp_path, 0.1, data_set="lfw")
+
+
 def _human_and_teacher_faces(offsets, angles, yaw_deg=0.0, flip_disagreement=0.05, name="face"):
     """AFLW-21 human and iBUG-68 teacher records of the same (rotated) faces.
 
