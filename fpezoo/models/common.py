@@ -15,6 +15,8 @@ import os
 
 import keras
 
+from fpezoo.layers import FacePreprocessing
+
 # Name of the layer that predicts one channel (or value pair) per keypoint in
 # every family. It, and any other layer whose shapes depend on the keypoint
 # count (named "keypoint_head_<something>", e.g. FAN's intermediate heads), start
@@ -137,6 +139,61 @@ def image_input(input_shape=None, input_tensor=None, default_shape=(80, 80, 1),
         return images, images
     sources = keras.utils.get_source_inputs(input_tensor)
     return (sources[0] if len(sources) == 1 else sources), input_tensor
+
+
+def resolve_network_input(input_shape, input_tensor, include_preprocessing, input_color,
+                          network_size, network_color, scale=1.0, fixed_size=True, size_multiple=1):
+    """The model's image input and the tensor its network starts from.
+
+    With ``include_preprocessing`` the model takes raw 0-255 crops of any size
+    with 1 or 3 channels, and a :class:`~fpezoo.layers.FacePreprocessing` layer
+    (named ``"preprocessing"``) resizes them to ``network_size``, converts them to
+    ``network_color`` and multiplies them by ``scale``. Without it the model takes
+    the network's own images: ``network_color`` channels, ``network_size``
+    (or, with ``fixed_size=False``, any multiple of ``size_multiple``), multiplied
+    by ``scale`` in a ``Rescaling`` layer named ``"input_scale"`` when it is not 1.
+
+    Args:
+        input_shape: as in :func:`image_input`.
+        input_tensor: as in :func:`image_input`.
+        include_preprocessing: whether the model takes raw crops.
+        input_color: colour order of the raw crops (:func:`resolve_input_color`);
+            only with ``include_preprocessing``.
+        network_size: ``(height, width)`` the network takes.
+        network_color: ``"grayscale"``, ``"rgb"`` or ``"bgr"``: what the network takes.
+        scale: multiplier of the network's 0-255 input.
+        fixed_size: without preprocessing, whether the input must be ``network_size``.
+        size_multiple: without preprocessing, what height and width must be multiples of.
+
+    Returns:
+        ``(model_inputs, images, network_input)``: the model's ``inputs``, the image
+        tensor they give, and the tensor to build the network on.
+
+    Raises:
+        ValueError: for ``input_color`` without preprocessing, and as :func:`image_input`.
+    """
+    if include_preprocessing:
+        inputs, images = image_input(input_shape, input_tensor, default_shape=(None, None, 3),
+                                     allowed_channels=(1, 3))
+        color = resolve_input_color(images.shape[-1], input_color)
+        preprocessing = FacePreprocessing(network_size, input_color=color,
+                                          output_color=network_color, scale=scale,
+                                          name="preprocessing")
+        return inputs, images, preprocessing(images)
+    if input_color is not None:
+        raise ValueError(
+            "`input_color` applies only with include_preprocessing=True (the network itself "
+            f"takes {network_color}). Received: input_color={input_color!r}"
+        )
+    channels = 1 if network_color == "grayscale" else 3
+    inputs, images = image_input(input_shape, input_tensor,
+                                 default_shape=tuple(network_size) + (channels,),
+                                 allowed_channels=(channels,),
+                                 fixed_size=tuple(network_size) if fixed_size else None,
+                                 size_multiple=size_multiple)
+    if scale == 1.0:
+        return inputs, images, images
+    return inputs, images, keras.layers.Rescaling(scale, name="input_scale")(images)
 
 
 def resolve_input_color(channels, input_color):

@@ -66,13 +66,12 @@ paper).
 import keras
 from keras import ops
 
-from fpezoo.layers import FacePreprocessing, HeatmapArgmax, RescaleKeypoints
+from fpezoo.layers import HeatmapArgmax, RescaleKeypoints
 from fpezoo.losses import gaussian_heatmaps
 from fpezoo.models.common import (
     KEYPOINT_HEAD,
     build_landmark_model,
-    image_input,
-    resolve_input_color,
+    resolve_network_input,
     validate_num_keypoints,
     validate_weights_argument,
 )
@@ -234,21 +233,9 @@ def FAN(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, num
     validate_weights_argument(weights)
     _check_options(num_stacks, width, input_size, dimensions, depth_blocks, depth_width)
     network_size = (input_size, input_size)
-    if include_preprocessing:
-        inputs, images = image_input(input_shape, input_tensor, default_shape=(None, None, 3),
-                                     allowed_channels=(1, 3))
-        color = resolve_input_color(images.shape[-1], input_color)
-        network_input = FacePreprocessing(network_size, input_color=color, output_color="rgb",
-                                          scale=1 / 255, name="preprocessing")(images)
-    else:
-        if input_color is not None:
-            raise ValueError(
-                "`input_color` applies only with include_preprocessing=True (the network "
-                f"itself takes RGB). Received: input_color={input_color!r}"
-            )
-        inputs, images = image_input(input_shape, input_tensor, default_shape=network_size + (3,),
-                                     allowed_channels=(3,), fixed_size=network_size)
-        network_input = keras.layers.Rescaling(1 / 255, name="input_scale")(images)
+    inputs, images, network_input = resolve_network_input(
+        input_shape, input_tensor, include_preprocessing, input_color, network_size, "rgb",
+        scale=1 / 255)
 
     heatmaps = _stacked_hourglasses(network_input, num_keypoints, num_stacks, width)
     keypoints, confidence = HeatmapArgmax(name="heatmap_argmax")(heatmaps)

@@ -29,12 +29,11 @@ base_5x5      Conv2DTranspose      no              5x5           1,096,272
 import keras
 import numpy as np
 
-from fpezoo.layers import FacePreprocessing, RescaleKeypoints, SoftArgmax
+from fpezoo.layers import RescaleKeypoints, SoftArgmax
 from fpezoo.models.common import (
     KEYPOINT_HEAD,
     build_landmark_model,
-    image_input,
-    resolve_input_color,
+    resolve_network_input,
     validate_num_keypoints,
     validate_weights_argument,
 )
@@ -111,21 +110,9 @@ def FPENet(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, 
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"`width` must be a positive integer. Received: width={width!r}")
 
-    if include_preprocessing:
-        inputs, images = image_input(input_shape, input_tensor, default_shape=(None, None, 3),
-                                     allowed_channels=(1, 3))
-        color = resolve_input_color(images.shape[-1], input_color)
-        network_input = FacePreprocessing(NETWORK_SIZE, input_color=color,
-                                          output_color="grayscale", name="preprocessing")(images)
-    else:
-        if input_color is not None:
-            raise ValueError(
-                "`input_color` applies only with include_preprocessing=True (the network "
-                f"itself takes grayscale). Received: input_color={input_color!r}"
-            )
-        inputs, images = image_input(input_shape, input_tensor, default_shape=NETWORK_SIZE + (1,),
-                                     allowed_channels=(1,), size_multiple=2**NUM_BLOCKS)
-        network_input = images
+    inputs, images, network_input = resolve_network_input(
+        input_shape, input_tensor, include_preprocessing, input_color, NETWORK_SIZE, "grayscale",
+        fixed_size=False, size_multiple=2**NUM_BLOCKS)
 
     network_size = tuple(network_input.shape[1:3])
     decoder_blocks = _decoder_blocks(network_size[0], heatmap_size)

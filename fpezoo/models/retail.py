@@ -42,12 +42,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from fpezoo.layers import FacePreprocessing, RegressionDecoder, RescaleKeypoints
+from fpezoo.layers import RegressionDecoder, RescaleKeypoints
 from fpezoo.models.common import (
     KEYPOINT_HEAD,
     build_landmark_model,
-    image_input,
-    resolve_input_color,
+    resolve_network_input,
     validate_num_keypoints,
     validate_weights_argument,
 )
@@ -135,21 +134,8 @@ def RetailLandmarks5(num_keypoints=5, weights=None, input_shape=None, input_tens
     """
     validate_num_keypoints(num_keypoints)
     validate_weights_argument(weights)
-    if include_preprocessing:
-        inputs, images = image_input(input_shape, input_tensor, default_shape=(None, None, 3),
-                                     allowed_channels=(1, 3))
-        color = resolve_input_color(images.shape[-1], input_color)
-        network_input = FacePreprocessing(NETWORK_SIZE, input_color=color, output_color="bgr",
-                                          name="preprocessing")(images)
-    else:
-        if input_color is not None:
-            raise ValueError(
-                "`input_color` applies only with include_preprocessing=True (the network "
-                f"itself takes BGR). Received: input_color={input_color!r}"
-            )
-        inputs, images = image_input(input_shape, input_tensor, default_shape=NETWORK_SIZE + (3,),
-                                     allowed_channels=(3,), fixed_size=NETWORK_SIZE)
-        network_input = images
+    inputs, images, network_input = resolve_network_input(
+        input_shape, input_tensor, include_preprocessing, input_color, NETWORK_SIZE, "bgr")
 
     values = _regressor(network_input, num_keypoints)
     keypoints = RegressionDecoder(NETWORK_SIZE, convention=convention, name="decoder")(values)
