@@ -35,6 +35,7 @@ Command line::
 
     fpezoo evaluate MODEL --benchmark aflw2000-3d --out result.json
     fpezoo evaluate retail5_mtfl --benchmark mtfl --box image
+    fpezoo evaluate fpenet68_w64 --box-jitter 0.05 0.1 --seed 0   # detector-like boxes
     fpezoo evaluate --ced a.json b.json --out ced.png
 """
 
@@ -240,14 +241,58 @@ def crop_framing(runner, benchmark, enlarge=None, box=None):
 
 
 # --------------------------------------------------------------------------- prediction
+def check_box_jitter(box_jitter):
+    """``box_jitter`` as a ``(shift, zoom)`` pair of floats in [0, 1), or None."""
+    if box_jitter is None:
+        return None
+    try:
+        shift, zoom = (float(value) for value in box_jitter)
+    except (TypeError, ValueError):
+        shift = zoom = np.nan
+    if not (0.0 <= shift < 1.0 and 0.0 <= zoom < 1.0):
+        raise ValueError(
+            "`box_jitter` must be a (shift, zoom) pair of fractions in [0, 1). "
+            f"Received: box_jitter={box_jitter!r}")
+    return shift, zoom
+
+
+def jitter_box(box, shift, zoom, rng):
+    """A face box moved and resized at random, as a face detector's box might be.
+
+    The centre moves by ``uniform(-shift, shift)`` of the box's width along x
+    and of its height along y; both sides scale by one ``uniform(1 - zoom,
+    1 + zoom)`` factor. Three draws from ``rng`` per box, in that order.
+
+    Args:
+        box: ``(x_min, y_min, x_max, y_max)``.
+        shift: largest centre move, as a fraction of the box's side.
+        zoom: largest relative change of the sides.
+        rng: ``numpy.random.Generator``.
+
+    Returns:
+        The moved box, a tuple of four floats.
+    """
+    x_min, y_min, x_max, y_max = (float(value) for value in box)
+    width, height = x_max - x_min, y_max - y_min
+    center_x = (x_min + x_max) / 2.0 + rng.uniform(-shift, shift) * width
+    center_y = (y_min + y_max) / 2.0 + rng.uniform(-shift, shift) * height
+    factor = rng.uniform(1.0 - zoom, 1.0 + zoom)
+    half_width, half_height = factor * width / 2.0, factor * height / 2.0
+    return (center_x - half_width, center_y - half_height, center_x + half_width, center_y + half_height)
+
+
 def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
-                    scheme=None, progress=True, description="faces"):
+                    scheme=None, progress=True, description="faces", box_jitter=None, seed=0):
     """Predicts the landmarks of every record in original-image pixels.
 
     Each face is cropped from its box with :func:`fpezoo.data.pipeline.crop_face`
     (square side ``enlarge`` times the box's longer side; a record without a
     box is a loose face crop, taken whole), run through the model, and mapped
-    back with :func:`fpezoo.data.pipeline.invert_points`.
+    back with :func:`fpezoo.data.pipeline.invert_points`. With ``box_jitter``
+    each box (the whole image of a loose crop) is first moved by
+    :func:`jitter_box`, drawing for the records in order from one generator
+    seeded with ``seed``: the same faces get the same boxes on every run and
+    for every model.
 
     Args:
         runner: a :func:`model_runner`.
@@ -259,6 +304,8 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
         scheme: the model's keypoint scheme (for ``flip_test``).
         progress: show a progress bar.
         description: label of the progress bar.
+        box_jitter: ``(shift, zoom)`` for :func:`jitter_box`, or None.
+        seed: seed of the box jitter.
 
     Returns:
         ``(keypoints (N, K, 2), confidence (N, K))``, float64 / float32; a
@@ -268,14 +315,20 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
 
     from fpezoo.data.pipeline import crop_face, invert_points, record_box
 
+    box_jitter = check_box_jitter(box_jitter)
+    rng = np.random.default_rng(seed)
     keypoints, confidence = [], []
     starts = range(0, len(records), batch_size)
     for start in tqdm(starts, desc=description, unit="batch", disable=not progress, file=sys.stderr):
         chunk = records[start:start + batch_size]
         crops, transforms = [], []
         for record in chunk:
-            crop, transform = crop_face(record.load_image(runner.input_color), record_box(record),
-                                        runner.input_size, enlarge=1.0 if record.box is None else enlarge)
+            image = record.load_image(runner.input_color)
+            box = record_box(record, image)
+            if box_jitter is not None:
+                box = jitter_box(box, *box_jitter, rng)
+            crop, transform = crop_face(image, box, runner.input_size,
+                                        enlarge=1.0 if record.box is None else enlarge)
             crops.append(crop.reshape(runner.input_size + (-1,)))
             transforms.append(transform)
         crops = np.stack(crops).astype("float32")
@@ -330,7 +383,7 @@ def yaw_binned_statistics(errors, yaw_deg, threshold=FAILURE_THRESHOLD):
 # --------------------------------------------------------------------------- benchmarks
 def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size=64, limit=None,
              output=None, flip_test=False, scheme=None, input_color=None, reader=None,
-             reader_options=None, progress=True, box=None):
+             reader_options=None, progress=True, box=None, box_jitter=None, seed=0):
     """Scores a model on a benchmark and returns (and optionally saves) the numbers.
 
     Args:
@@ -355,6 +408,12 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
         box: for ``"mtfl"``, ``"landmarks"`` (crop from the labels' five-point
             box) or ``"image"`` (each loose crop whole); default: the
             registered model's framing (see :func:`crop_framing`).
+        box_jitter: ``(shift, zoom)``: score with every face box moved by
+            :func:`jitter_box` (up to ``shift`` of its size off centre, sides
+            scaled by up to ``1 +- zoom``), the robustness to a detector's
+            boxes; None keeps the protocol's boxes.
+        seed: seed of the box jitter (the same seed gives every model the
+            same boxes).
 
     Returns:
         A JSON-able dict of results, including ``per_face`` errors (for CED
@@ -367,9 +426,10 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
     runner = model_runner(model, input_color)
     model_scheme = scheme or runner.scheme or schemes.scheme_for_num_keypoints(runner.num_keypoints).name
     enlarge, box = crop_framing(runner, benchmark, enlarge, box)
+    box_jitter = check_box_jitter(box_jitter)
     started = time.time()
     options = {"enlarge": enlarge, "box": box, "batch_size": batch_size, "flip_test": flip_test,
-               "progress": progress, "scheme": model_scheme}
+               "progress": progress, "scheme": model_scheme, "box_jitter": box_jitter, "seed": seed}
     if benchmark == "aflw2000-3d":
         results = _evaluate_aflw2000_3d(runner, data, limit, options)
     elif benchmark == "mtfl":
@@ -383,7 +443,9 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
         "weights_sha256": runner.weights_sha256,
         "crop": {"enlarge": enlarge, **({"box": box} if box is not None else {}),
                  "input_size": list(runner.input_size), "input_color": runner.input_color,
-                 "flip_test": flip_test},
+                 "flip_test": flip_test,
+                 **({"box_jitter": {"shift": box_jitter[0], "zoom": box_jitter[1], "seed": seed}}
+                    if box_jitter is not None else {})},
         "limit": limit,
         "seconds": round(time.time() - started, 1),
         "primary": PRIMARY_ERRORS[benchmark],
@@ -400,6 +462,14 @@ def _limited(records, limit):
     return records if limit is None else records[:int(limit)]
 
 
+def _predict(runner, records, options, description):
+    """:func:`predict_records` with :func:`evaluate`'s options; the keypoints only."""
+    predicted, _ = predict_records(
+        runner, records, options["enlarge"], options["batch_size"], options["flip_test"],
+        options["scheme"], options["progress"], description, options["box_jitter"], options["seed"])
+    return predicted
+
+
 def _evaluate_aflw2000_3d(runner, folder, limit, options):
     from fpezoo.data.readers import read_aflw2000_3d
 
@@ -407,9 +477,7 @@ def _evaluate_aflw2000_3d(runner, folder, limit, options):
     fitted = _limited(read_aflw2000_3d(folder, labels="fitted"), limit)
     reannotated = _limited(read_aflw2000_3d(folder, labels="reannotated"), limit)
     # Each record's box is the box of its fitted 68 points (the 3DDFA crop).
-    predicted, _ = predict_records(runner, fitted, options["enlarge"], options["batch_size"],
-                                   options["flip_test"], options["scheme"], options["progress"],
-                                   "AFLW2000-3D")
+    predicted = _predict(runner, fitted, options, "AFLW2000-3D")
     predicted = to_scheme(predicted, options["scheme"], "ibug68")
     yaw = np.array([record.metadata["yaw_deg"] for record in fitted])
     fitted_points = np.stack([record.keypoints for record in fitted])
@@ -452,8 +520,7 @@ def _evaluate_mtfl(runner, list_file, limit, options):
         # MTFL rows label all five points, so no record is dropped.
         records, _ = with_landmark_boxes(records, "five_point")
     # Otherwise the records have no box: the loose 80x80 crops are taken whole.
-    predicted, _ = predict_records(runner, records, options["enlarge"], options["batch_size"],
-                                   options["flip_test"], options["scheme"], options["progress"], "MTFL")
+    predicted = _predict(runner, records, options, "MTFL")
     predicted = to_scheme(predicted, options["scheme"], "five_point")
     target = np.stack([record.keypoints for record in records])
     errors, failed = failed_as_inf(
@@ -481,9 +548,7 @@ def _evaluate_records(runner, label_file, reader, reader_options, limit, options
     if len(names) != 1:
         raise ValueError(f"The label file mixes keypoint schemes. Received: schemes={sorted(names)}")
     label_scheme = names.pop()
-    predicted, _ = predict_records(runner, records, options["enlarge"], options["batch_size"],
-                                   options["flip_test"], options["scheme"], options["progress"],
-                                   str(label_file))
+    predicted = _predict(runner, records, options, str(label_file))
     predicted = to_scheme(predicted, options["scheme"], label_scheme)
     target = np.stack([record.keypoints for record in records])
     visibility = np.stack([record.visibility for record in records])
@@ -513,8 +578,11 @@ def format_table(results):
     """A plain-text table of the headline numbers of one result dict."""
     sha = results.get("weights_sha256")
     weights_note = f", weights sha256 {sha[:12]}..." if sha else ""
+    jitter = results.get("crop", {}).get("box_jitter")
+    jitter_note = (f", boxes moved by up to {jitter['shift']:g} and scaled by 1 +- {jitter['zoom']:g} "
+                   f"(seed {jitter['seed']})" if jitter else "")
     lines = [f"{results['benchmark']}: {results['model']} ({results['faces']} faces, "
-             f"{results['failed_faces']} failed, {results['seconds']} s{weights_note})"]
+             f"{results['failed_faces']} failed, {results['seconds']} s{weights_note}{jitter_note})"]
     for key in ("nme_box", "nme_box_reannotated", "nme_inter_ocular", "nme_eye_centres", "nme"):
         if key not in results:
             continue
@@ -568,6 +636,8 @@ def plot_ced(result_files, output, threshold=None, labels=None):
         label = labels[index] if labels else pathlib.Path(results["model"]).name
         if not labels and results.get("crop", {}).get("flip_test"):
             label += " + flip test"
+        if not labels and results.get("crop", {}).get("box_jitter"):
+            label += " + box jitter"
         axes.plot(100 * x, 100 * fraction,
                   label=f"{label} (mean {100 * results[results['primary']]['mean']:.2f} %)")
     axes.set_xlabel(f"NME ({loaded[0]['primary']}, %)")
@@ -599,6 +669,10 @@ def configure_parser(parser):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, help="only the first N faces (quick check)")
     parser.add_argument("--flip-test", action="store_true", help="average with mirrored crops")
+    parser.add_argument("--box-jitter", nargs=2, type=float, metavar=("SHIFT", "ZOOM"),
+                        help="move every face box by up to SHIFT of its size and scale it by up to "
+                             "1 +- ZOOM at random (robustness to detector boxes), e.g. 0.05 0.1")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --box-jitter")
     parser.add_argument("--scheme", help="the model's keypoint scheme (default: by keypoint count)")
     parser.add_argument("--out", help="result JSON (or the PNG with --ced)")
     parser.add_argument("--ced", nargs="+", metavar="RESULT_JSON",
@@ -621,6 +695,7 @@ def run(args):
         args.model, args.benchmark, data=args.data, enlarge=args.enlarge, batch_size=args.batch_size,
         limit=args.limit, output=args.out, flip_test=args.flip_test, scheme=args.scheme,
         reader=args.reader, progress=not args.no_progress, box=args.box,
+        box_jitter=args.box_jitter, seed=args.seed,
     )
     print(format_table(results))
     if args.out:

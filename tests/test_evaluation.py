@@ -249,6 +249,45 @@ def test_registered_models_bring_their_crop(tmp_path):
     assert "box" not in fpenet["crop"]
 
 
+def test_jitter_box_stays_within_its_ranges_and_reaches_them():
+    rng = np.random.default_rng(0)
+    box = (10.0, 20.0, 70.0, 120.0)  # 60 x 100, centre (40, 70)
+    moved = np.array([evaluation.jitter_box(box, 0.1, 0.2, rng) for _ in range(2000)])
+    centre_x, centre_y = moved[:, [0, 2]].mean(axis=1), moved[:, [1, 3]].mean(axis=1)
+    width, height = moved[:, 2] - moved[:, 0], moved[:, 3] - moved[:, 1]
+    np.testing.assert_allclose(width / 60.0, height / 100.0)  # one zoom for both sides
+    for values, low, high in ((centre_x, 34.0, 46.0), (centre_y, 60.0, 80.0), (width / 60.0, 0.8, 1.2)):
+        assert low <= values.min() < low + 0.02 * (high - low)
+        assert high - 0.02 * (high - low) < values.max() <= high
+    assert evaluation.jitter_box(box, 0.0, 0.0, rng) == box
+
+
+def test_box_jitter_moves_the_crops_reproducibly(tmp_path):
+    write_aflw2000_3d(tmp_path / "aflw", YAWS)
+    model = constant_model(crop_points())
+
+    def score(**kwargs):
+        return evaluation.evaluate(model, "aflw2000-3d", data=tmp_path / "aflw", progress=False, **kwargs)
+
+    still = score(box_jitter=(0.0, 0.0))
+    assert still["nme_box"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    # A pure shift moves every predicted point by the box's move (dx * 60, dy * 50) * SCALE:
+    # the per-face NME is at most 0.05 * hypot(60, 50) / sqrt(60 * 50), and not zero.
+    shifted = score(box_jitter=(0.05, 0.0), seed=1)
+    errors = np.array(shifted["per_face"]["nme_box"])
+    assert (errors > 1e-4).all() and (errors <= 0.05 * math.hypot(60, 50) / math.sqrt(3000) + 1e-6).all()
+    assert shifted["crop"]["box_jitter"] == {"shift": 0.05, "zoom": 0.0, "seed": 1}
+    assert score(box_jitter=(0.05, 0.0), seed=1)["per_face"]["nme_box"] == shifted["per_face"]["nme_box"]
+    assert score(box_jitter=(0.05, 0.0), seed=2)["per_face"]["nme_box"] != shifted["per_face"]["nme_box"]
+    # A zoom alone scales the prediction about the box centre: the error grows with the zoom.
+    zoomed = [score(box_jitter=(0.0, zoom))["nme_box"]["mean"] for zoom in (0.05, 0.2)]
+    assert 0.0 < zoomed[0] < zoomed[1]
+    with pytest.raises(ValueError, match=r"Received: box_jitter=\(0.05, 1.0\)"):
+        score(box_jitter=(0.05, 1.0))
+    with pytest.raises(ValueError, match=r"Received: box_jitter=\(0.1,\)"):
+        score(box_jitter=(0.1,))
+
+
 def test_flip_test_averages_mirrored_predictions(tmp_path):
     list_file = write_mtfl(tmp_path / "mtfl", MTFL_POINTS)
     # A constant model predicts the same points on the mirrored crop; flipped back
@@ -277,6 +316,13 @@ def test_keras_file_cli_and_ced_plot(tmp_path, capsys):
     assert from_cli["weights_sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
     assert f"weights sha256 {from_cli['weights_sha256'][:12]}..." in capsys.readouterr().out
     assert json.loads((tmp_path / "b.json").read_text())["weights_sha256"] is None
+    assert cli.main(["evaluate", str(model_path), "--benchmark", "mtfl", "--data", str(list_file),
+                     "--box-jitter", "0.1", "0.1", "--seed", "3", "--out", str(tmp_path / "jitter.json"),
+                     "--no-progress"]) == 0
+    jittered = json.loads((tmp_path / "jitter.json").read_text())
+    assert jittered["crop"]["box_jitter"] == {"shift": 0.1, "zoom": 0.1, "seed": 3}
+    assert jittered["nme_eye_centres"]["mean"] != pytest.approx(0.05)
+    assert "boxes moved by up to 0.1 and scaled by 1 +- 0.1 (seed 3)" in capsys.readouterr().out
     assert cli.main(["evaluate", "--ced", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
                      "--out", str(tmp_path / "ced.png")]) == 0
     assert (tmp_path / "ced.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
