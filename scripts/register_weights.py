@@ -34,7 +34,7 @@ def main(argv=None):
                         help="folder of registry.json and the weights (default: the project's weights/)")
     args = parser.parse_args(argv)
 
-    from fpezoo.weights import REGISTRY_FILE, WEIGHTS_SUFFIX, registered_builder, sha256
+    from fpezoo.weights import REGISTRY_FILE, WEIGHTS_SUFFIX, registered_builder, sha256, weights_dir
 
     source = args.run / "best.weights.h5"
     if not source.is_file():
@@ -61,6 +61,15 @@ def main(argv=None):
     registry[args.name] = entry
     registry_path.write_text(json.dumps(registry, indent=2) + "\n")
     print(json.dumps({args.name: entry}, indent=2))
+    resolved = weights_dir()
+    if resolved.resolve() != args.weights_dir.resolve():
+        print(
+            f"Warning: registered in {args.weights_dir}, but fpezoo resolves registered names "
+            f"from {resolved} (an installed copy of the package, or $FPEZOO_WEIGHTS_DIR), so "
+            f"weights={args.name!r} still loads the weights there. Install the project in "
+            f"editable mode (pip install -e .) or set FPEZOO_WEIGHTS_DIR={args.weights_dir}.",
+            file=sys.stderr,
+        )
     return 0
 
 

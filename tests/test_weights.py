@@ -202,14 +202,21 @@ def test_card_command_reports_unknown_name(tmp_path, monkeypatch, capsys):
     assert "Unknown weights name 'nope'. Known names: tiny" in capsys.readouterr().err
 
 
-def test_register_script_keeps_the_model_weights_without_the_optimizer(tmp_path):
-    import h5py
+def _register_script():
+    """``scripts/register_weights.py`` as a module."""
     import importlib.util
 
     script = weights_module.pathlib.Path(__file__).resolve().parents[1] / "scripts" / "register_weights.py"
     spec = importlib.util.spec_from_file_location("register_weights", script)
     register = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(register)
+    return register
+
+
+def test_register_script_keeps_the_model_weights_without_the_optimizer(tmp_path):
+    import h5py
+
+    register = _register_script()
     run = tmp_path / "run"
     run.mkdir()
     config = {"num_keypoints": 68, **TINY}
@@ -231,3 +238,24 @@ def test_register_script_keeps_the_model_weights_without_the_optimizer(tmp_path)
     restored = FPENet(weights=target, **TINY)
     for expected, actual in zip(trained(FACES), restored(FACES)):
         np.testing.assert_array_equal(expected, actual)
+
+
+def test_register_script_warns_when_fpezoo_resolves_another_weights_folder(
+        tmp_path, monkeypatch, capsys):
+    register = _register_script()
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"num_keypoints": 68, **TINY}
+    (run / "config.json").write_text(json.dumps({"model": {"builder": "FPENet", "config": config}}))
+    FPENet(**config).save_weights(run / "best.weights.h5")
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    monkeypatch.setenv("FPEZOO_WEIGHTS_DIR", str(shipped))
+    assert register.main([str(run), "tiny", "--scheme", "ibug68", "--weights-dir", str(shipped)]) == 0
+    assert "Warning" not in capsys.readouterr().err
+    elsewhere = tmp_path / "installed"
+    monkeypatch.setenv("FPEZOO_WEIGHTS_DIR", str(elsewhere))
+    assert register.main([str(run), "tiny", "--scheme", "ibug68", "--weights-dir", str(shipped)]) == 0
+    err = capsys.readouterr().err
+    assert f"fpezoo resolves registered names from {elsewhere}" in err
+    assert f"FPEZOO_WEIGHTS_DIR={shipped}" in err
