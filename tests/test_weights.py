@@ -213,14 +213,20 @@ def _register_script():
     return register
 
 
+def _training_run(tmp_path, config):
+    """A training-run folder holding only ``config.json`` (the caller adds the weights)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": {"builder": "FPENet", "config": config}}))
+    return run
+
+
 def test_register_script_keeps_the_model_weights_without_the_optimizer(tmp_path):
     import h5py
 
     register = _register_script()
-    run = tmp_path / "run"
-    run.mkdir()
     config = {"num_keypoints": 68, **TINY}
-    (run / "config.json").write_text(json.dumps({"model": {"builder": "FPENet", "config": config}}))
+    run = _training_run(tmp_path, config)
     trained = FPENet(**config)
     trained.compile(optimizer="adam", loss="mse")
     trained.fit(FACES, np.zeros((2, 68, 2), "float32"), epochs=1, verbose=0)
@@ -243,10 +249,8 @@ def test_register_script_keeps_the_model_weights_without_the_optimizer(tmp_path)
 def test_register_script_warns_when_fpezoo_resolves_another_weights_folder(
         tmp_path, monkeypatch, capsys):
     register = _register_script()
-    run = tmp_path / "run"
-    run.mkdir()
     config = {"num_keypoints": 68, **TINY}
-    (run / "config.json").write_text(json.dumps({"model": {"builder": "FPENet", "config": config}}))
+    run = _training_run(tmp_path, config)
     FPENet(**config).save_weights(run / "best.weights.h5")
     shipped = tmp_path / "weights"
     shipped.mkdir()
