@@ -10,7 +10,7 @@ from setuptools import find_packages, setup
 
 EXPORT = ["tf2onnx>=1.17", "onnx", "onnxruntime", "ai-edge-litert"]
 DETECT = ["mtcnn>=1.0", "scikit-image"]
-TEST = ["pytest", "hypothesis", "pytest-timeout"]
+TEST = ["pytest", "hypothesis", "pytest-timeout", "ruff"]
 
 setup(
     name="fpezoo",
@@ -30,7 +30,7 @@ setup(
     include_package_data=True,
     install_requires=[
         "tensorflow>=2.21,<2.22",
-        "keras>=3.12",
+        "keras>=3.12,<3.16",  # fpezoo.training patches keras.src (multi-worker fit)
         "numpy>=1.26",
         "h5py",
         "opencv-python-headless",

@@ -52,6 +52,7 @@ MODELS = {
     "fpenet_w64_hm80": ("FPENet", {"num_keypoints": 68, "width": 64}),
     "fpenet_w64_hm40": ("FPENet", {"num_keypoints": 68, "width": 64, "heatmap_size": 40}),
     "fpenet_w32_hm40": ("FPENet", {"num_keypoints": 68, "width": 32, "heatmap_size": 40}),
+    "fpenet_w24_hm40": ("FPENet", {"num_keypoints": 68, "width": 24, "heatmap_size": 40}),
     "fpenet_w16_hm80": ("FPENet", {"num_keypoints": 68, "width": 16}),
     "fpenet_w16_hm40": ("FPENet", {"num_keypoints": 68, "width": 16, "heatmap_size": 40}),
     "retail": ("RetailLandmarks5", {}),
@@ -257,8 +258,8 @@ def benchmark_model(label, builder, config, backends, latency_repeats, throughpu
             if backend not in runners:
                 continue
             run = runners[backend]
-            latency = time_runs(lambda: run(single), latency_repeats)
-            throughput = time_runs(lambda: run(batch), throughput_repeats, warmup=1)
+            latency = time_runs(lambda run=run: run(single), latency_repeats)
+            throughput = time_runs(lambda run=run: run(batch), throughput_repeats, warmup=1)
             faces_per_second = THROUGHPUT_BATCH / statistics.median(throughput)
             median_ms = 1000 * statistics.median(latency)
             rows.append({

@@ -153,14 +153,101 @@ OPTIMIZERS = {
     "sgd": keras.optimizers.SGD,
 }
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# Config paths that start with this name the shared data folder (see data_root).
+DATA_ROOT_VARIABLE = "$FPEZOO_DATA"
+# Reader options that are paths (resolved like a source's `path`), besides `.npz` files.
+PATH_OPTIONS = ("image_root",)
+# `model.weights` values that are files rather than registered names.
+WEIGHTS_FILE_SUFFIXES = (".weights.h5", ".xml", ".keras")
 
 
 # --------------------------------------------------------------------------- config
+def data_root():
+    """The shared data folder: ``$FPEZOO_DATA``, else ``../shared/data`` from the current folder."""
+    return pathlib.Path(os.environ.get("FPEZOO_DATA", "../shared/data"))
+
+
+def _merged(base, override):
+    """``base`` with ``override``'s keys: dicts merge key by key (``schedule`` is replaced whole)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(merged.get(key), dict) and isinstance(value, dict) and key != "schedule":
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _resolve_path(value, folder):
+    """A config path: ``$FPEZOO_DATA/...`` under :func:`data_root`, else relative to ``folder``."""
+    if value.startswith(DATA_ROOT_VARIABLE):
+        return str(data_root() / value[len(DATA_ROOT_VARIABLE):].lstrip("/"))
+    path = pathlib.Path(value)
+    return str(path if path.is_absolute() or folder is None else folder / path)
+
+
+def _resolve_paths(config, folder):
+    """The config with its file paths resolved (:func:`_resolve_path`); ``folder`` None keeps them."""
+    config = copy.deepcopy(config)
+    for source in config.get("data", {}).get("sources", []):
+        if isinstance(source, dict) and isinstance(source.get("path"), str):
+            source["path"] = _resolve_path(source["path"], folder)
+        options = source.get("options", {}) if isinstance(source, dict) else {}
+        for key, value in options.items():
+            if isinstance(value, str) and (key in PATH_OPTIONS or value.endswith(".npz")):
+                options[key] = _resolve_path(value, folder)
+    weights = config.get("model", {}).get("weights")
+    if isinstance(weights, str) and weights.endswith(WEIGHTS_FILE_SUFFIXES):
+        config["model"]["weights"] = _resolve_path(weights, folder)
+    if isinstance(config.get("output_dir"), str):
+        config["output_dir"] = _resolve_path(config["output_dir"], folder)
+    return config
+
+
+def load_config(path, _seen=()):
+    """Reads a JSON training config, following ``extends`` and resolving its paths.
+
+    A config may name a base config, ``"extends": "base.json"`` (relative to
+    the config), and override its keys: dicts merge key by key, other values
+    (lists such as ``data.sources``, and ``schedule``) replace the base's. Every
+    path of a file (data ``path``, the ``image_root`` option and ``.npz``
+    options such as ``teacher``, a weights file, ``output_dir``) is relative to the file that names it, or
+    starts with ``$FPEZOO_DATA/`` (the shared data folder, :func:`data_root`).
+
+    Args:
+        path: the JSON file.
+
+    Returns:
+        The merged config, with absolute or current-folder-relative paths.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Training config not found. Received: config={str(path)!r}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}). Received: config={str(path)!r}") from None
+    if not isinstance(config, dict):
+        raise TypeError(f"A training config file must hold a JSON object. Received: config={str(path)!r}")
+    config = _resolve_paths(config, path.parent)
+    base = config.pop("extends", None)
+    if base is None:
+        return config
+    if not isinstance(base, str):
+        raise ValueError(f"`extends` must be a config file path. Received: extends={base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise ValueError(f"{path} extends itself through {base_path}. Received: extends={base!r}")
+    return _merged(load_config(base_path, (*_seen, path.resolve())), config)
+
+
 def resolve_config(config):
     """Validates a training config and fills in the defaults.
 
     Args:
-        config: a dict (see the module docstring) or a path to a JSON file.
+        config: a dict (see the module docstring; its paths are taken as they
+            are, except ``$FPEZOO_DATA/``) or a path to a JSON file
+            (:func:`load_config`).
 
     Returns:
         A new dict with every key of :data:`DEFAULTS`.
@@ -169,15 +256,9 @@ def resolve_config(config):
         ValueError: unknown keys or bad values (the message names them).
     """
     if isinstance(config, (str, os.PathLike)):
-        path = pathlib.Path(config)
-        if not path.is_file():
-            raise FileNotFoundError(f"Training config not found. Received: config={str(path)!r}")
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"{path} is not valid JSON ({error}). Received: config={str(path)!r}"
-            ) from None
+        config = load_config(config)
+    elif isinstance(config, dict):
+        config = _resolve_paths(config, None)
     if not isinstance(config, dict):
         raise TypeError(f"`config` must be a dict or a JSON file path. Received: config={config!r}")
     unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))

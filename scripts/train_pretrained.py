@@ -318,26 +318,29 @@ def input_size_of(folder):
     return height
 
 
-def mtfl_teacher_records(folder, max_flip_disagreement):
+def mtfl_teacher_records(folder, max_flip_disagreement, teacher="mediapipe"):
     """MTFL's training faces the teacher is sure of, with its 68 points, framed by their box.
 
     MTFL's own five points are left out: two are eye centres, which iBUG-68 lacks.
 
     Args:
-        folder: the ``mtfl`` folder (``train.txt``, ``teacher_mediapipe_train.npz``).
+        folder: the ``mtfl`` folder (``train.txt`` and the teacher's file).
         max_flip_disagreement: keep faces whose teacher flip disagreement is at most this.
+        teacher: a teacher name of :data:`fpezoo.data.readers.TEACHER_FILES`.
 
     Returns:
         ibug68 records whose ``box`` is the box of their points.
     """
     from fpezoo.data import readers
 
-    records = readers.read_mtfl(folder / "train.txt", teacher=folder / "teacher_mediapipe_train.npz",
+    records = readers.read_mtfl(folder / "train.txt",
+                                teacher=readers.teacher_file(folder, teacher, "mtfl"),
                                 max_flip_disagreement=max_flip_disagreement)
     return [dataclasses.replace(record, box=record.landmark_box()) for record in records]
 
 
-def aflw_crops_records(folder, max_flip_disagreement, max_convention_offset=None):
+def aflw_crops_records(folder, max_flip_disagreement, max_convention_offset=None,
+                       teacher="mediapipe"):
     """The AFLW crops' merged human and teacher labels, framed; returns ``(records, counts)``.
 
     With ``max_convention_offset``, human points are used only at
@@ -347,7 +350,7 @@ def aflw_crops_records(folder, max_flip_disagreement, max_convention_offset=None
     from fpezoo.data import readers
 
     human = readers.read_aflw_crops(folder)
-    teacher = readers.read_aflw_crops(folder, teacher=True)
+    teacher = readers.read_aflw_crops(folder, teacher=teacher)
     report = {}
     human_points = None
     if max_convention_offset is not None:
@@ -369,7 +372,7 @@ def aflw_crops_records(folder, max_flip_disagreement, max_convention_offset=None
 
 def write_labels(output, data_root, max_flip_disagreement, max_convention_offset=None,
                  teacher_model=None, teacher_flip_test=False, even_jaw_spacing=False,
-                 data_set="aflw-crops"):
+                 data_set="aflw-crops", teacher="mediapipe"):
     """Writes the framed labels of one data set to ``output``; returns their counts.
 
     ``data_set`` is ``"aflw-crops"`` (:func:`aflw_crops_records`) or ``"mtfl"``
@@ -377,11 +380,13 @@ def write_labels(output, data_root, max_flip_disagreement, max_convention_offset
     near-frontal). With ``teacher_model``, the framed faces are labelled by that
     model instead (:func:`model_labelled`). With ``even_jaw_spacing``, the
     written jaw lines are respaced (:func:`with_evenly_spaced_jaws`); the face
-    boxes stay those of the teacher's points.
+    boxes stay those of the teacher's points. ``teacher`` names the teacher
+    label files (:data:`fpezoo.data.readers.TEACHER_FILES`).
     """
     folder = pathlib.Path(data_root) / data_set
     if data_set == "aflw-crops":
-        records, counts = aflw_crops_records(folder, max_flip_disagreement, max_convention_offset)
+        records, counts = aflw_crops_records(folder, max_flip_disagreement, max_convention_offset,
+                                             teacher)
     elif data_set == "mtfl":
         if max_convention_offset is not None:
             raise ValueError(
@@ -389,7 +394,7 @@ def write_labels(output, data_root, max_flip_disagreement, max_convention_offset
                 f"teacher's; MTFL has no such points. Received: max_convention_offset="
                 f"{max_convention_offset}"
             )
-        records = mtfl_teacher_records(folder, max_flip_disagreement)
+        records = mtfl_teacher_records(folder, max_flip_disagreement, teacher)
         counts = {"faces": len(records)}
     else:
         raise ValueError(f"data_set must be 'aflw-crops' or 'mtfl'. Received: data_set={data_set!r}")
@@ -425,12 +430,15 @@ def main(argv=None):
     parser.add_argument("--data-set", choices=("aflw-crops", "mtfl"), default="aflw-crops",
                         help="label the AFLW crops (human and teacher points) or MTFL's training "
                              "faces (teacher points only)")
+    parser.add_argument("--teacher", choices=("mediapipe", "3ddfa_v2"), default="mediapipe",
+                        help="the teacher whose 68-point label files are used (MediaPipe FaceMesh "
+                             "or 3DDFA_V2, see ../shared/data/README.md)")
     args = parser.parse_args(argv)
     if args.teacher_flip_test and args.teacher_model is None:
         parser.error("--teacher-flip-test needs --teacher-model")
     counts = write_labels(args.output, args.data_root, args.max_flip_disagreement,
                           args.max_convention_offset, args.teacher_model, args.teacher_flip_test,
-                          args.even_jaw_spacing, args.data_set)
+                          args.even_jaw_spacing, args.data_set, args.teacher)
     print(json.dumps(counts))
     return 0
 

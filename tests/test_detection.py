@@ -142,7 +142,7 @@ def test_default_detector_finds_most_aflw2000_faces(shared_data):
     labels = np.load(shared_data / "aflw2000-3d" / "landmarks.npz")
     detector = detection.get_detector("default")
     hits = 0
-    for name, points, yaw in zip(labels["names"][:12], labels["pts68_fitted"][:12], labels["yaw_deg"][:12]):
+    for name, points, _yaw in zip(labels["names"][:12], labels["pts68_fitted"][:12], labels["yaw_deg"][:12]):
         image = np.asarray(Image.open(shared_data / "aflw2000-3d" / "images" / str(name)).convert("RGB"))
         centre = points[:, :2].mean(axis=0)
         hits += any(d.box[0] <= centre[0] <= d.box[2] and d.box[1] <= centre[1] <= d.box[3]

@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_public_names_resolve_lazily():
     assert fpezoo.coordinates.rescale_points is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        fpezoo.nope
+        _ = fpezoo.nope
 
 
 def test_no_tensorflow_addons_dependency():

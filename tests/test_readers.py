@@ -262,6 +262,23 @@ def test_read_aflw_crops_human_and_teacher_agree(shared_data):
     assert len(errors) > 100 and np.median(errors) < 0.15
 
 
+@pytest.mark.data
+def test_read_aflw_crops_and_mtfl_3ddfa_v2_teacher(shared_data):
+    crops = readers.read_aflw_crops(shared_data / "aflw-crops", teacher="3ddfa_v2")
+    assert len(crops) == 16537  # every crop (README: it labels every face)
+    assert crops[0].source == "aflw-crops-3ddfa_v2" and len(crops[0].metadata["pose_deg"]) == 3
+    assert crops[0].metadata["depth"].shape == (68,) and "views" not in crops[0].metadata
+    mtfl = readers.read_mtfl(shared_data / "mtfl" / "train.txt",
+                             teacher=readers.teacher_file(shared_data / "mtfl", "3ddfa_v2", "mtfl"))
+    assert len(mtfl) == 10000 and mtfl[0].scheme == "ibug68"
+    # Teacher names are checked, as is the match of names and images.
+    with pytest.raises(ValueError, match="Received: teacher='dlib'"):
+        readers.read_aflw_crops(shared_data / "aflw-crops", teacher="dlib")
+    with pytest.raises(ValueError, match="does not match the data set's image"):
+        readers.read_mtfl(shared_data / "mtfl" / "test.txt",
+                          teacher=shared_data / "mtfl" / "teacher_3ddfa_v2_train.npz")
+
+
 # --------------------------------------------------------------------------- MTFL
 @pytest.mark.data
 def test_read_mtfl_and_off_face_rows(shared_data):

@@ -107,6 +107,37 @@ def test_source_box_must_be_a_box():
         training.resolve_config({"output_dir": "x", "data": {"sources": [source]}})
 
 
+def test_config_extends_a_base_and_resolves_paths_relative_to_each_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("FPEZOO_DATA", str(tmp_path / "data"))
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "base.json").write_text(json.dumps({
+        "data": {"sources": [{"reader": "mtfl", "path": "labels/train.txt"},
+                             {"reader": "aflw_crops", "path": "$FPEZOO_DATA/aflw-crops",
+                              "options": {"teacher": "3ddfa_v2"}}],
+                 "augment": {"rotation": 30.0, "scale": 0.1}},
+        "schedule": {"name": "cosine", "base_lr": 1e-3, "alpha": 0.01},
+        "epochs": 5, "output_dir": "runs/base"}))
+    (tmp_path / "stage.json").write_text(json.dumps({
+        "extends": "base/base.json", "data": {"augment": {"rotation": 180.0}},
+        "schedule": {"name": "constant", "base_lr": 1e-4}, "output_dir": "runs/stage"}))
+    config = training.resolve_config(tmp_path / "stage.json")
+    assert config["data"]["sources"][0]["path"] == str(tmp_path / "base" / "labels" / "train.txt")
+    assert config["data"]["sources"][1]["path"] == str(tmp_path / "data" / "aflw-crops")
+    assert config["data"]["sources"][1]["options"] == {"teacher": "3ddfa_v2"}  # a name, not a path
+    assert config["data"]["augment"] == {"rotation": 180.0, "scale": 0.1}  # dicts merge
+    assert config["schedule"] == {"name": "constant", "base_lr": 1e-4}  # the schedule is replaced
+    assert (config["epochs"], config["output_dir"]) == (5, str(tmp_path / "runs" / "stage"))
+    (tmp_path / "loop.json").write_text(json.dumps({"extends": "loop.json"}))
+    with pytest.raises(ValueError, match="extends itself"):
+        training.resolve_config(tmp_path / "loop.json")
+
+
+def test_every_recipe_in_configs_has_only_relative_paths():
+    for path in sorted((PROJECT_ROOT / "configs").rglob("*.json")):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r'"(/|[A-Za-z]:\\)', text), f"{path.name} holds an absolute path"
+
+
 @pytest.mark.parametrize("path", sorted((PROJECT_ROOT / "configs").glob("*.json")),
                          ids=lambda path: path.name)
 def test_every_recipe_in_configs_is_a_valid_training_config(path):

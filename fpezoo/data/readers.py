@@ -313,9 +313,10 @@ def read_coco_keypoints(
     if not parsed:
         return []
     num_keypoints = len(parsed[0][1])
-    dataset_scheme, dataset_one_based = _coco_dataset(path, dataset, num_keypoints)
-    scheme = scheme or dataset_scheme
-    one_based = dataset_one_based if one_based is None else one_based
+    if dataset is not None or scheme is None or one_based is None:  # else nothing to guess
+        dataset_scheme, dataset_one_based = _coco_dataset(path, dataset, num_keypoints)
+        scheme = scheme or dataset_scheme
+        one_based = dataset_one_based if one_based is None else one_based
     offset = 1.0 if one_based else 0.0
     records = []
     for where, values, annotation in parsed:
@@ -502,13 +503,32 @@ def read_aflw2000_3d(folder, labels="fitted", on_missing_image="raise"):
 
 
 # --------------------------------------------------------------------------- teacher labels
+# Teacher label files of ../shared/data, by teacher name: MediaPipe FaceMesh and 3DDFA_V2.
+TEACHER_FILES = {
+    "mediapipe": {"aflw-crops": "teacher_mediapipe.npz", "mtfl": "teacher_mediapipe_train.npz"},
+    "3ddfa_v2": {"aflw-crops": "teacher_3ddfa_v2.npz", "mtfl": "teacher_3ddfa_v2_train.npz"},
+}
+
+
+def teacher_file(folder, teacher, data_set):
+    """The teacher label file of a data set folder: ``folder / TEACHER_FILES[teacher][data_set]``."""
+    if teacher not in TEACHER_FILES:
+        raise ValueError(f"teacher must be one of {sorted(TEACHER_FILES)}. Received: teacher={teacher!r}")
+    return pathlib.Path(folder) / TEACHER_FILES[teacher][data_set]
+
+
 def _teacher_records(npz_path, image_paths, source, max_flip_disagreement, extra_metadata):
-    """ibug68 records from a ``teacher_mediapipe*.npz`` file, one per face the teacher found.
+    """ibug68 records from a ``teacher_*.npz`` file, one per face the teacher found.
 
     ``image_paths[i]`` is the image of entry i; the file's names must end with
-    the image's path relative to its data set (same order).
+    the image's path relative to its data set (same order). The file's optional
+    arrays go to each record's metadata: ``views`` (MediaPipe), ``pose_deg``
+    (3DDFA_V2: yaw, pitch, roll) and the depth ``z`` of ``pts68``.
     """
-    arrays = _load_npz(npz_path, ("names", "pts68", "views", "flip_disagreement_nme"))
+    arrays = _load_npz(npz_path, ("names", "pts68", "flip_disagreement_nme"))
+    with np.load(npz_path) as optional:
+        views = optional["views"] if "views" in optional.files else None
+        pose = optional["pose_deg"] if "pose_deg" in optional.files else None
     if len(arrays["names"]) != len(image_paths):
         raise ValueError(
             f"{npz_path} has {len(arrays['names'])} entries but the data set has "
@@ -517,7 +537,7 @@ def _teacher_records(npz_path, image_paths, source, max_flip_disagreement, extra
     records = []
     for index, (name, image) in enumerate(zip(arrays["names"], image_paths)):
         name = str(name)
-        if not (name == image.name or name.endswith("/" + image.parent.name + "/" + image.name)):
+        if not (name == image.name or ("/" + name).endswith("/" + image.parent.name + "/" + image.name)):
             raise ValueError(
                 f"{npz_path}, entry {index}: name {name!r} does not match the data set's image "
                 f"{image}. Received: name={name!r}"
@@ -538,7 +558,9 @@ def _teacher_records(npz_path, image_paths, source, max_flip_disagreement, extra
             metadata={
                 "origin": f"{npz_path}, entry {index}",
                 "flip_disagreement_nme": disagreement,
-                "views": int(arrays["views"][index]),
+                **({"views": int(views[index])} if views is not None else {}),
+                **({"pose_deg": pose[index].tolist()} if pose is not None else {}),
+                "depth": arrays["pts68"][index][:, 2].copy(),
                 **extra_metadata[index],
             },
         ))
@@ -555,10 +577,11 @@ def read_aflw_crops(folder, teacher=False, max_flip_disagreement=None, on_missin
     Args:
         folder: the ``aflw-crops`` folder.
         teacher: False for the human 21 points (``"aflw21"``, invisible points
-            NaN with visibility 0); True for the 68 teacher points of
-            ``teacher_mediapipe.npz`` (``"ibug68"``), only for the faces the
-            teacher found, with ``metadata["flip_disagreement_nme"]``
-            (direct vs mirrored run; NaN when only one view found the face).
+            NaN with visibility 0); a teacher name of :data:`TEACHER_FILES`
+            (True: ``"mediapipe"``) for that teacher's 68 points (``"ibug68"``),
+            only for the faces the teacher found, with
+            ``metadata["flip_disagreement_nme"]`` (direct vs mirrored run; NaN
+            when only one view found the face).
         max_flip_disagreement: with ``teacher=True``, keep only faces whose
             flip disagreement is at most this (drops one-view faces).
         on_missing_image: ``"raise"`` or ``"drop"`` (with a warning).
@@ -573,8 +596,9 @@ def read_aflw_crops(folder, teacher=False, max_flip_disagreement=None, on_missin
     images = [folder / "images" / str(name) for name in arrays["names"]]
     metadata = [{"yaw_deg": float(yaw)} for yaw in arrays["yaw_deg"]]
     if teacher:
+        teacher = "mediapipe" if teacher is True else teacher
         records = _teacher_records(
-            folder / "teacher_mediapipe.npz", images, "aflw-crops-teacher",
+            teacher_file(folder, teacher, "aflw-crops"), images, f"aflw-crops-{teacher}",
             max_flip_disagreement, metadata,
         )
         return _report_missing_images(records, npz_path, on_missing_image)
