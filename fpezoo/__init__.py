@@ -6,6 +6,12 @@ Builders follow ``keras.applications``::
     model = fpezoo.FPENet(num_keypoints=68, weights=None)
     keypoints, confidence = model(face_crops)
 
+Registered weights carry their architecture (``fpezoo.list_pretrained()`` lists
+them)::
+
+    model = fpezoo.FPENet(weights="fpenet68_w32")                   # as registered
+    eighty = fpezoo.FPENet(num_keypoints=80, weights="fpenet68_w32")  # new 80-point head
+
 Attributes are imported on first use, so ``import fpezoo`` stays cheap and an
 optional dependency is only needed by the feature that uses it.
 """
@@ -26,6 +32,7 @@ _EXPORTS = {
     "evaluate": "fpezoo.evaluation",
     "convert": "fpezoo.deploy.convert",
     "model_card": "fpezoo.weights",
+    "list_pretrained": "fpezoo.weights",
 }
 _SUBMODULES = (
     "schemes", "coordinates", "layers", "losses", "metrics", "models", "weights",

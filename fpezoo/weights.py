@@ -18,8 +18,18 @@ this order, in ``$FPEZOO_WEIGHTS_DIR`` (when set), in the installed
       }
     }
 
-Weights files are Keras ``.weights.h5`` files (``model.save_weights``). They are
-matched to a model layer by layer name, so weights trained for another keypoint
+Registered weights carry their architecture: a builder given a registered
+``weights=`` name takes the entry's ``config`` for every argument the caller did
+not pass, so ``fpezoo.FPENet(weights="fpenet68_w32")`` builds width 32 with 40x40
+heatmaps. A passed argument that contradicts the entry fails before building,
+except the keypoint count and the input arguments (:data:`FREE_ARGUMENTS`).
+:func:`list_pretrained` lists the names with their builder, config, scheme and
+crop.
+
+Weights files are Keras ``.weights.h5`` files (``model.save_weights``). A file
+loaded by path can be checked with ``sha256=`` (its full hex digest); files that
+HDF5 cannot read, or that hold NaN or infinite values, fail with an error naming
+the file. They are matched to a model layer by layer name, so weights trained for another keypoint
 count load into every layer but the keypoint head (``keypoint_head`` and the
 ``keypoint_head_*`` layers of families with several), which starts fresh (with a
 warning that names the layers).
@@ -43,14 +53,23 @@ import sys
 import warnings
 
 import h5py
-
-from fpezoo.models.common import KEYPOINT_HEAD
+import numpy as np
 
 REGISTRY_FILE = "registry.json"
 WEIGHTS_SUFFIX = ".weights.h5"
 ENTRY_KEYS = ("file", "sha256", "builder", "config", "card", "scheme")
 PIN_MARK = "@sha256:"
 MIN_PIN_DIGITS = 8
+# Name of the layer that predicts one channel (or value pair) per keypoint in
+# every model family. It, and any other layer whose shapes depend on the keypoint
+# count (named "keypoint_head_<something>", e.g. FAN's intermediate heads), start
+# fresh when weights trained for another keypoint count are loaded.
+KEYPOINT_HEAD = "keypoint_head"
+# Builder arguments that may differ from a registered config: the keypoint count
+# (the keypoint head starts fresh) and the arguments that change how the model
+# is called, not its weights.
+FREE_ARGUMENTS = ("num_keypoints", "input_shape", "input_tensor", "include_preprocessing",
+                  "input_color", "name")
 
 
 def weights_dir():
@@ -149,22 +168,50 @@ def sha256(path):
     return digest.hexdigest()
 
 
-def resolve_weights(weights):
+def is_registered_name(weights):
+    """Whether a ``weights`` argument is a registered name (maybe pinned) rather than a path.
+
+    Args:
+        weights: a ``weights`` argument of a builder: None, a name or a path.
+
+    Returns:
+        True for a string or path-like object that does not look like a file
+        path (no ``.h5`` suffix, no folder separator).
+    """
+    if not isinstance(weights, (str, os.PathLike)):
+        return False
+    text = os.fspath(weights)
+    return not (text.endswith(".h5") or os.sep in text or "/" in text)
+
+
+def resolve_weights(weights, sha256=None):
     """Turns a registered name or a path into the path of a checked weights file.
 
     Args:
         weights: a registered name, or a path to a ``.weights.h5`` file.
+        sha256: optional hex SHA-256 digest (64 digits) the file must have; a
+            registered name is checked against the registry in any case.
 
     Returns:
-        The file path. For a registered name the file's sha256 matches the
-        registry.
+        The file path.
 
     Raises:
-        ValueError: unknown name, wrong suffix or checksum mismatch.
+        ValueError: unknown name, wrong suffix, malformed ``sha256`` or checksum
+            mismatch.
         FileNotFoundError: the file does not exist.
     """
     text = os.fspath(weights)
-    if text.endswith(".h5") or os.sep in text or "/" in text:
+    if is_registered_name(text):
+        entry = registry_entry(text)
+        path = weights_dir() / entry["file"]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"The file of registered weights {text!r} is missing from {path.parent} "
+                f"(expected {entry['file']}). Received: weights={text!r}"
+            )
+        _check_digest(path, entry["sha256"], f"registered weights {text!r}", "the registry expects",
+                      f"weights={text!r}")
+    else:
         path = pathlib.Path(text)
         if not text.endswith(WEIGHTS_SUFFIX):
             raise ValueError(
@@ -173,22 +220,31 @@ def resolve_weights(weights):
             )
         if not path.is_file():
             raise FileNotFoundError(f"Weights file not found. Received: weights={text!r}")
-        return path
-    entry = registry_entry(text)
-    path = weights_dir() / entry["file"]
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"The file of registered weights {text!r} is missing from {path.parent} "
-            f"(expected {entry['file']}). Received: weights={text!r}"
-        )
-    digest = sha256(path)
-    if digest != entry["sha256"]:
-        raise ValueError(
-            f"Checksum mismatch for registered weights {text!r}: {path} has sha256 {digest}, "
-            f"the registry expects {entry['sha256']} (the file is corrupt or was replaced). "
-            f"Received: weights={text!r}"
-        )
+    if sha256 is not None:
+        _check_digest(path, _expected_digest(sha256), "the weights file", "not the expected",
+                      f"sha256={sha256!r}")
     return path
+
+
+def _expected_digest(sha256):
+    """The ``sha256`` argument as 64 lowercase hex digits."""
+    digest = sha256.lower() if isinstance(sha256, str) else ""
+    if len(digest) != 64 or digest.strip("0123456789abcdef"):
+        raise ValueError(
+            "`sha256` must be the 64 hex digits of the weights file's SHA-256 digest "
+            f"(e.g. from `sha256sum`). Received: sha256={sha256!r}"
+        )
+    return digest
+
+
+def _check_digest(path, expected, what, expectation, received):
+    """Raises a checksum-mismatch error naming ``what`` when ``path``'s sha256 is not ``expected``."""
+    digest = sha256(path)
+    if digest != expected:
+        raise ValueError(
+            f"Checksum mismatch for {what}: {path} has sha256 {digest}, {expectation} {expected} "
+            f"(the file is damaged or was replaced). Received: {received}"
+        )
 
 
 def read_layer_weights(path):
@@ -202,17 +258,16 @@ def read_layer_weights(path):
 
     Raises:
         ValueError: the file is not a readable Keras weights file (truncated or
-            corrupt).
+            corrupt: HDF5 cannot read it), or holds NaN or infinite values.
     """
+    received = f"Received: weights={os.fspath(path)!r}"
+    flat, nested = {}, []
     try:
         with h5py.File(path, "r") as file:
-            if "layers" not in file:
-                raise ValueError(
-                    f"{path} is not a Keras weights file (no 'layers' group). "
-                    f"Received: weights={os.fspath(path)!r}"
-                )
-            flat, nested = {}, []
-            for key, group in file["layers"].items():
+            layers = file.get("layers")
+            if layers is None:
+                raise ValueError(f"{path} is not a Keras weights file (no 'layers' group). {received}")
+            for key, group in layers.items():
                 variables = group.get("vars")
                 name = variables.attrs.get("name", key) if variables is not None else key
                 if isinstance(name, bytes):
@@ -222,15 +277,20 @@ def read_layer_weights(path):
                     continue
                 if variables is not None and len(variables):
                     flat[name] = [variables[str(i)][()] for i in range(len(variables))]
-            return flat, nested
-    except (OSError, KeyError, RuntimeError) as error:
+    except (OSError, KeyError, RuntimeError, TypeError, UnicodeDecodeError) as error:
         raise ValueError(
-            f"Cannot read weights from {path}: the file is truncated or corrupt ({error}). "
-            f"Received: weights={os.fspath(path)!r}"
+            f"Cannot read weights from {path}: the file is truncated or corrupt ({error}). {received}"
         ) from None
+    for name, arrays in flat.items():
+        if not all(np.isfinite(array).all() for array in arrays if np.issubdtype(array.dtype, np.number)):
+            raise ValueError(
+                f"The weights in {path} hold NaN or infinite values (layer {name!r}): the file is "
+                f"damaged, or was saved from a diverged training run. {received}"
+            )
+    return flat, nested
 
 
-def load_weights(model, weights):
+def load_weights(model, weights, sha256=None):
     """Loads a registered name or a ``.weights.h5`` file into ``model``.
 
     Layers are matched by name. When only keypoint-head layers (``keypoint_head``
@@ -241,16 +301,19 @@ def load_weights(model, weights):
     Args:
         model: a Keras model (e.g. built by :func:`fpezoo.FPENet`).
         weights: a registered name (sha256-checked) or a path.
+        sha256: optional hex SHA-256 digest the file must have (see
+            :func:`resolve_weights`).
 
     Returns:
         The names of the layers that start fresh (empty when all loaded).
 
     Raises:
-        ValueError: unknown name, checksum mismatch, corrupt file, or weights of
-            another model (naming the first mismatching layer).
+        ValueError: unknown name, checksum mismatch, corrupt file or NaN/Inf
+            values, or weights of another model (naming the first mismatching
+            layer).
         FileNotFoundError: the file does not exist.
     """
-    path = resolve_weights(weights)
+    path = resolve_weights(weights, sha256)
     file_layers, nested = read_layer_weights(path)
     model_layers = [layer for layer in model.layers if layer.weights]
     fresh = []
@@ -353,20 +416,107 @@ def registered_builder(builder):
     return found
 
 
+def registered_arguments(builder, arguments):
+    """Completes the arguments of a builder call with the registered config of its weights.
+
+    Registered weights carry their architecture: every argument of the entry's
+    ``config`` that the caller did not pass takes the registered value. A passed
+    argument that contradicts the config fails, except :data:`FREE_ARGUMENTS`
+    (another ``num_keypoints`` keeps the trunk and starts the keypoint head
+    fresh, see :func:`load_weights`).
+
+    Args:
+        builder: the builder being called (as :func:`registered_builder`
+            returns it).
+        arguments: the arguments the caller passed, by name, ``weights`` among
+            them.
+
+    Returns:
+        The arguments completed by the registered config; unchanged when
+        ``weights`` is not a registered name (None or a path).
+
+    Raises:
+        ValueError: unknown name or malformed pin; weights registered for
+            another builder; or passed arguments that contradict the registered
+            config (the error ends with the registered values:
+            ``Received: width=64; fpenet68_w32 is width=32``).
+    """
+    if not is_registered_name(arguments.get("weights")):
+        return dict(arguments)
+    name = os.fspath(arguments["weights"])
+    entry = registry_entry(name)
+    if registered_builder(entry["builder"]) is not builder:
+        raise ValueError(
+            f"The weights {name!r} are registered for the {entry['builder']!r} builder, not "
+            f"{getattr(builder, '__name__', builder)!r}: build them with fpezoo.{entry['builder']}"
+            f"(weights={name!r}) or fpezoo.weights.build_registered({name!r}). Received: weights={name!r}"
+        )
+    config = entry["config"]
+    contradicting = [key for key, value in config.items()
+                     if key in arguments and key not in FREE_ARGUMENTS and _as_json(arguments[key]) != value]
+    if contradicting:
+        passed = ", ".join(f"{key}={arguments[key]!r}" for key in contradicting)
+        registered = ", ".join(f"{key}={config[key]!r}" for key in contradicting)
+        raise ValueError(
+            f"Registered weights carry their architecture: {name!r} fills in "
+            f"{', '.join(contradicting)}, so leave {'it' if len(contradicting) == 1 else 'them'} out, or "
+            f"pass weights=None or a '{WEIGHTS_SUFFIX}' path to build another architecture. "
+            f"Received: {passed}; {name} is {registered}"
+        )
+    return {**config, **arguments}
+
+
+def _as_json(value):
+    """``value`` as it would read back from JSON (tuples become lists), to compare with the registry."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return value
+
+
 def build_registered(name, **overrides):
     """Builds the model that registered weights ``name`` describe, with them loaded.
 
     Args:
-        name: a registered name.
-        **overrides: builder arguments that replace the registered config (e.g.
-            ``include_preprocessing=True``).
+        name: a registered name (may be pinned, ``"NAME@sha256:HEX"``).
+        **overrides: further builder arguments, e.g. ``include_preprocessing=True``
+            or another ``num_keypoints``; arguments that contradict the
+            registered architecture fail (see :func:`registered_arguments`).
 
     Returns:
         The model returned by the entry's builder.
     """
-    entry = registry_entry(name)
-    config = {**entry["config"], **overrides}
-    return registered_builder(entry["builder"])(weights=name, **config)
+    builder = registered_builder(registry_entry(name)["builder"])
+    return builder(**registered_arguments(builder, {**overrides, "weights": name}))
+
+
+def list_pretrained(builder=None):
+    """The registered weights names, with what each one builds.
+
+    As keras-hub's ``list_presets`` and timm's ``list_pretrained``; ``fpezoo
+    card`` prints the same list.
+
+    Args:
+        builder: only the names of this builder (e.g. ``"FPENet"``); None for
+            every name.
+
+    Returns:
+        ``{name: {"builder": ..., "config": ..., "scheme": ..., "crop": ...}}``
+        in name order: the builder and the arguments it takes from the name, the
+        keypoint scheme, and the crop framing the weights expect (e.g.
+        ``{"enlarge": 1.414}``; empty when the registry gives none).
+
+    Example::
+
+        for name in fpezoo.list_pretrained("FPENet"):
+            model = fpezoo.FPENet(num_keypoints=80, weights=name)  # 68-point trunk, new head
+    """
+    return {
+        name: {"builder": entry["builder"], "config": entry["config"], "scheme": entry["scheme"],
+               "crop": entry.get("crop", {})}
+        for name, entry in sorted(registry().items())
+        if builder is None or entry["builder"] == builder
+    }
 
 
 def configure_parser(parser):
@@ -377,11 +527,12 @@ def configure_parser(parser):
 def run(args):
     """``fpezoo card [NAME]``: print a model card, or list the registered names."""
     if args.name is None:
-        entries = registry()
-        if not entries:
+        names = list_pretrained()
+        if not names:
             print(f"No weights registered in {weights_dir() / REGISTRY_FILE}.")
-        for name, entry in sorted(entries.items()):
-            print(f"{name}\t{entry['builder']}\t{entry['scheme']}\t{json.dumps(entry['config'])}")
+        for name, info in names.items():
+            print(f"{name}\t{info['builder']}\t{info['scheme']}\t{json.dumps(info['config'])}\t"
+                  f"crop {json.dumps(info['crop'])}")
         return 0
     try:
         card = model_card(args.name)

@@ -7,21 +7,28 @@ Every builder in ``fpezoo.models`` follows the keras.applications pattern::
 
 and returns a :class:`LandmarkModel` whose outputs are
 ``[keypoints (N, K, 2) in input-tensor pixels, confidence (N, K)]``. The helpers
-below hold the parts every builder shares: argument checks, the image input,
+below hold the parts every builder shares: argument checks, the registered
+weights' architecture (:func:`registered_weights_builder`), the image input,
 and the final model with its weights.
+
+Every family names the layer that predicts one channel (or value pair) per
+keypoint :data:`KEYPOINT_HEAD` (and any other layer whose shapes depend on the
+keypoint count ``keypoint_head_<something>``): :mod:`fpezoo.weights` starts
+those fresh when weights trained for another keypoint count are loaded.
 """
 
+import functools
+import inspect
 import os
 
 import keras
 
 from fpezoo.layers import FacePreprocessing
+from fpezoo.weights import KEYPOINT_HEAD, load_weights, registered_arguments
 
-# Name of the layer that predicts one channel (or value pair) per keypoint in
-# every family. It, and any other layer whose shapes depend on the keypoint
-# count (named "keypoint_head_<something>", e.g. FAN's intermediate heads), start
-# fresh when weights trained for another keypoint count are loaded.
-KEYPOINT_HEAD = "keypoint_head"
+__all__ = ["KEYPOINT_HEAD", "LandmarkModel", "build_landmark_model", "image_input",
+           "registered_weights_builder", "resolve_input_color", "resolve_network_input",
+           "validate_num_keypoints", "validate_weights_argument"]
 
 
 @keras.saving.register_keras_serializable(package="fpezoo")
@@ -83,14 +90,62 @@ def validate_num_keypoints(num_keypoints):
     return num_keypoints
 
 
-def validate_weights_argument(weights):
-    """Checks that ``weights`` is None, a registered name or a file path."""
+def validate_weights_argument(weights, sha256=None):
+    """Checks that ``weights`` is None, a registered name or a file path.
+
+    Args:
+        weights: the builder's ``weights`` argument.
+        sha256: the builder's ``sha256`` argument, which needs ``weights``.
+
+    Returns:
+        ``weights``.
+
+    Raises:
+        TypeError: ``weights`` has another type.
+        ValueError: ``sha256`` without ``weights``.
+    """
     if weights is not None and not isinstance(weights, (str, os.PathLike)):
         raise TypeError(
             "`weights` must be None, a registered weights name or a path to a "
             f"`.weights.h5` file. Received: weights={weights!r}"
         )
+    if weights is None and sha256 is not None:
+        raise ValueError(
+            "`sha256` checks the weights file that `weights` names; without weights there is no "
+            f"file to check. Received: sha256={sha256!r}, weights=None"
+        )
     return weights
+
+
+def registered_weights_builder(builder):
+    """Decorates a model builder so that registered weights carry their architecture.
+
+    When ``weights`` is a registered name, the arguments the caller did not pass
+    come from the name's registered config, and passed arguments that
+    contradict it fail before anything is built (see
+    :func:`fpezoo.weights.registered_arguments`)::
+
+        fpezoo.FPENet(weights="fpenet68_w32")                   # width 32, 40x40 heatmaps
+        fpezoo.FPENet(num_keypoints=80, weights="fpenet68_w32")  # same trunk, new 80-point head
+        fpezoo.FPENet(width=64, weights="fpenet68_w32")          # ValueError: ... width=32
+
+    The weights argument is type-checked first (:func:`validate_weights_argument`).
+
+    Args:
+        builder: a builder taking ``weights`` and ``sha256`` keyword arguments.
+
+    Returns:
+        The builder with the same signature and docstring.
+    """
+    signature = inspect.signature(builder)
+
+    @functools.wraps(builder)
+    def build(*args, **kwargs):
+        arguments = signature.bind(*args, **kwargs).arguments
+        validate_weights_argument(arguments.get("weights"), arguments.get("sha256"))
+        return builder(**registered_arguments(build, arguments))
+
+    return build
 
 
 def image_input(input_shape=None, input_tensor=None, default_shape=(80, 80, 1),
@@ -252,7 +307,7 @@ def _check_image_shape(shape, allowed_channels, fixed_size, size_multiple):
     return shape
 
 
-def build_landmark_model(inputs, outputs, name, weights=None):
+def build_landmark_model(inputs, outputs, name, weights=None, sha256=None):
     """Creates the :class:`LandmarkModel` and loads ``weights`` into it.
 
     Args:
@@ -262,13 +317,12 @@ def build_landmark_model(inputs, outputs, name, weights=None):
         weights: None, a registered weights name or a ``.weights.h5`` path; see
             :func:`fpezoo.weights.load_weights` (partial loading when the
             keypoint count differs).
+        sha256: optional hex SHA-256 digest the weights file must have.
 
     Returns:
         The model.
     """
     model = LandmarkModel(inputs=inputs, outputs=outputs, name=name)
     if weights is not None:
-        from fpezoo.weights import load_weights
-
-        load_weights(model, weights)
+        load_weights(model, weights, sha256=sha256)
     return model

@@ -71,9 +71,9 @@ from fpezoo.losses import gaussian_heatmaps
 from fpezoo.models.common import (
     KEYPOINT_HEAD,
     build_landmark_model,
+    registered_weights_builder,
     resolve_network_input,
     validate_num_keypoints,
-    validate_weights_argument,
 )
 
 INPUT_SIZES = (256, 128)
@@ -183,9 +183,11 @@ def _size_pair(value):
     return height, width
 
 
+@registered_weights_builder
 def FAN(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, num_stacks=4,
         width=256, input_size=256, dimensions=2, depth_blocks=DEPTH_BLOCKS,
-        depth_width=DEPTH_WIDTH, include_preprocessing=False, input_color=None, name="fan"):
+        depth_width=DEPTH_WIDTH, include_preprocessing=False, input_color=None, name="fan",
+        sha256=None):
     """Builds face-alignment's FAN (see the module docstring).
 
     Reference: Bulat & Tzimiropoulos, "How far are we from solving the 2D & 3D
@@ -194,10 +196,13 @@ def FAN(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, num
 
     Args:
         num_keypoints: number of keypoints K (face-alignment: 68, iBUG order).
-        weights: None, a registered weights name or a ``.weights.h5`` path.
-            Weights for another keypoint count load into every layer except the
-            heatmap heads (``keypoint_head``; with several stacks or in 3D also
-            the other ``keypoint_head_*`` layers).
+        weights: None, a registered weights name or a ``.weights.h5`` path. A
+            registered name carries its architecture: the arguments not passed
+            take its registered values (``weights="fan68_1x128"`` alone builds 1
+            stack of width 64 on 128x128), and a passed one that contradicts
+            them fails. Weights for another keypoint count load into every layer
+            except the heatmap heads (``keypoint_head``; with several stacks or
+            in 3D also the other ``keypoint_head_*`` layers).
         input_shape: ``(height, width, channels)``. Without preprocessing:
             ``(input_size, input_size, 3)``, RGB 0-255 (the network divides by
             255 as face-alignment's input). With preprocessing: any size, 1 or 3
@@ -221,6 +226,8 @@ def FAN(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, num
         input_color: with preprocessing, ``"rgb"`` (default) or ``"bgr"`` for
             3-channel inputs; 1-channel inputs are grayscale.
         name: model name.
+        sha256: optional hex SHA-256 digest (64 digits) the weights file must
+            have, e.g. for a file loaded by path.
 
     Returns:
         A :class:`fpezoo.models.common.LandmarkModel` returning ``[keypoints
@@ -230,7 +237,6 @@ def FAN(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, num
         ValueError: for a bad argument (the message ends with ``Received: ...``).
     """
     validate_num_keypoints(num_keypoints)
-    validate_weights_argument(weights)
     _check_options(num_stacks, width, input_size, dimensions, depth_blocks, depth_width)
     network_size = (input_size, input_size)
     inputs, images, network_input = resolve_network_input(
@@ -252,7 +258,8 @@ def FAN(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, num
                                depth_width)
         keypoints = AppendDepth(network_size, name="keypoints_3d")(
             keypoints, depth, images if include_preprocessing else None)
-    return build_landmark_model(inputs, [keypoints, confidence], name=name, weights=weights)
+    return build_landmark_model(inputs, [keypoints, confidence], name=name, weights=weights,
+                                sha256=sha256)
 
 
 def _check_options(num_stacks, width, input_size, dimensions, depth_blocks, depth_width):

@@ -33,9 +33,9 @@ from fpezoo.layers import RescaleKeypoints, SoftArgmax
 from fpezoo.models.common import (
     KEYPOINT_HEAD,
     build_landmark_model,
+    registered_weights_builder,
     resolve_network_input,
     validate_num_keypoints,
-    validate_weights_argument,
 )
 
 # variant -> (upsampling layer, extra 1x1 conv, decoder kernel size), as TAO's
@@ -51,9 +51,10 @@ NETWORK_SIZE = (80, 80)
 NUM_BLOCKS = 4
 
 
+@registered_weights_builder
 def FPENet(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, variant="base",
            width=64, heatmap_size=None, beta=0.01, include_preprocessing=False, input_color=None,
-           name="fpenet"):
+           name="fpenet", sha256=None):
     """Builds TAO's FPENet facial landmark estimator.
 
     Reference: Honari, Molchanov, Tyree, Vincent, Pal, Kautz, "Improving Landmark
@@ -64,9 +65,13 @@ def FPENet(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, 
         num_keypoints: number of keypoints K (68, 80 and 104 are TAO's schemes;
             any positive count works).
         weights: None (random initialisation), a name from the weights registry
-            (sha256-checked) or a path to a ``.weights.h5`` file. Weights trained
-            for another keypoint count load into every layer but
-            ``keypoint_head``, with a warning naming the layers that start fresh.
+            (sha256-checked; :func:`fpezoo.list_pretrained`) or a path to a
+            ``.weights.h5`` file. A registered name carries its architecture: the
+            arguments not passed take its registered values (``weights=
+            "fpenet68_w32"`` alone builds width 32 with 40x40 heatmaps), and a
+            passed one that contradicts them fails. Weights trained for another
+            keypoint count load into every layer but ``keypoint_head``, with a
+            warning naming the layers that start fresh.
         input_shape: ``(height, width, channels)``. Without preprocessing:
             grayscale, height and width multiples of 16, default ``(80, 80, 1)``.
             With preprocessing: any size, 1 or 3 channels, default
@@ -87,6 +92,8 @@ def FPENet(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, 
         input_color: with preprocessing, ``"rgb"`` or ``"bgr"`` for 3-channel
             inputs (default ``"rgb"``); 1-channel inputs are grayscale.
         name: model name.
+        sha256: optional hex SHA-256 digest (64 digits) the weights file must
+            have, e.g. for a file loaded by path.
 
     Returns:
         A :class:`fpezoo.models.common.LandmarkModel` taking raw 0-255 grayscale
@@ -94,17 +101,19 @@ def FPENet(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, 
         (N, K)]``, keypoints in input-tensor pixels (pixel-centre convention).
 
     Raises:
-        ValueError: for a bad argument (the message ends with ``Received: ...``).
+        ValueError: for a bad argument (the message ends with ``Received: ...``),
+            an argument contradicting registered weights, or a weights file that
+            is damaged, of another model or not of the given ``sha256``.
 
     Example::
 
         model = FPENet(num_keypoints=80)                 # TAO base: 576,144 parameters
+        pretrained = FPENet(weights="fpenet68_w32")      # width 32, 40x40 heatmaps, as registered
         keypoints, confidence = model(crops)             # crops: (N, 80, 80, 1), 0-255
         light = FPENet(width=16, heatmap_size=40, include_preprocessing=True)
         keypoints, _ = light(rgb_faces)                  # any size; keypoints in its pixels
     """
     validate_num_keypoints(num_keypoints)
-    validate_weights_argument(weights)
     if variant not in VARIANTS:
         raise ValueError(f"`variant` must be one of {tuple(VARIANTS)}. Received: variant={variant!r}")
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
@@ -123,7 +132,8 @@ def FPENet(num_keypoints=68, weights=None, input_shape=None, input_tensor=None, 
         keypoints = RescaleKeypoints(heatmap_grid, name="rescale_keypoints")(keypoints, images)
     elif heatmap_grid != network_size:
         keypoints = RescaleKeypoints(heatmap_grid, network_size, name="rescale_keypoints")(keypoints)
-    return build_landmark_model(inputs, [keypoints, confidence], name=name, weights=weights)
+    return build_landmark_model(inputs, [keypoints, confidence], name=name, weights=weights,
+                                sha256=sha256)
 
 
 def _decoder_blocks(network_height, heatmap_size):

@@ -46,9 +46,9 @@ from fpezoo.layers import RegressionDecoder, RescaleKeypoints
 from fpezoo.models.common import (
     KEYPOINT_HEAD,
     build_landmark_model,
+    registered_weights_builder,
     resolve_network_input,
     validate_num_keypoints,
-    validate_weights_argument,
 )
 
 NETWORK_SIZE = (48, 48)
@@ -94,9 +94,10 @@ class UnitConfidence(keras.layers.Layer):
         return tuple(input_shape[:-1])
 
 
+@registered_weights_builder
 def RetailLandmarks5(num_keypoints=5, weights=None, input_shape=None, input_tensor=None,
                      include_preprocessing=False, input_color=None,
-                     convention=OFFICIAL_CONVENTION, name="retail_landmarks5"):
+                     convention=OFFICIAL_CONVENTION, name="retail_landmarks5", sha256=None):
     """Builds the landmarks-regression-retail-0009 network (see the module docstring).
 
     Reference: Open Model Zoo, "landmarks-regression-retail-0009" (Intel,
@@ -108,8 +109,13 @@ def RetailLandmarks5(num_keypoints=5, weights=None, input_shape=None, input_tens
     Args:
         num_keypoints: number of keypoints K (the official model: 5). Another
             count changes only ``keypoint_head`` (2K outputs).
-        weights: None, a registered weights name or a ``.weights.h5`` path. The
-            official weights come from :func:`import_openvino_retail`.
+        weights: None, a registered weights name or a ``.weights.h5`` path. A
+            registered name carries its builder arguments: the ones not passed
+            take its registered values (``weights="retail5_mtfl"`` alone builds
+            the model with preprocessing), and a passed one that contradicts
+            them fails; another ``num_keypoints`` starts ``keypoint_head`` fresh,
+            with a warning. The official weights come from
+            :func:`import_openvino_retail`.
         input_shape: ``(height, width, channels)``. Without preprocessing it must
             be ``(48, 48, 3)`` (BGR, 0-255, as the official IR). With
             preprocessing: any size, 1 or 3 channels, default ``(None, None, 3)``.
@@ -123,6 +129,8 @@ def RetailLandmarks5(num_keypoints=5, weights=None, input_shape=None, input_tens
             :class:`fpezoo.layers.RegressionDecoder` (default: the convention
             measured for the official weights).
         name: model name.
+        sha256: optional hex SHA-256 digest (64 digits) the weights file must
+            have, e.g. for a file loaded by path.
 
     Returns:
         A :class:`fpezoo.models.common.LandmarkModel` returning ``[keypoints
@@ -133,7 +141,6 @@ def RetailLandmarks5(num_keypoints=5, weights=None, input_shape=None, input_tens
         ValueError: for a bad argument (the message ends with ``Received: ...``).
     """
     validate_num_keypoints(num_keypoints)
-    validate_weights_argument(weights)
     inputs, images, network_input = resolve_network_input(
         input_shape, input_tensor, include_preprocessing, input_color, NETWORK_SIZE, "bgr")
 
@@ -142,7 +149,8 @@ def RetailLandmarks5(num_keypoints=5, weights=None, input_shape=None, input_tens
     if include_preprocessing:
         keypoints = RescaleKeypoints(NETWORK_SIZE, name="rescale_keypoints")(keypoints, images)
     confidence = UnitConfidence(name="confidence")(keypoints)
-    return build_landmark_model(inputs, [keypoints, confidence], name=name, weights=weights)
+    return build_landmark_model(inputs, [keypoints, confidence], name=name, weights=weights,
+                                sha256=sha256)
 
 
 def _batch_norm(name):
