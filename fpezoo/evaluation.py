@@ -63,6 +63,8 @@ MTFL_BOXES = ("landmarks", "image")
 FAILURE_THRESHOLD = 0.1
 # Benchmark -> per-face error list plotted by the CED command.
 PRIMARY_ERRORS = {"aflw2000-3d": "nme_box", "mtfl": "nme_eye_centres", "records": "nme"}
+# Benchmark -> (its folder in the data root, its label file there); see benchmark_data.
+BENCHMARK_LABELS = {"aflw2000-3d": ("aflw2000-3d", "landmarks.npz"), "mtfl": ("mtfl", "test.txt")}
 
 
 def data_dir():
@@ -80,6 +82,37 @@ def data_dir():
     beside_checkout = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
     beside_cwd = pathlib.Path.cwd().parent / "shared" / "data"
     return beside_checkout if beside_checkout.is_dir() else beside_cwd
+
+
+def benchmark_data(benchmark, data=None):
+    """Where a benchmark's labels are, from the data root or the benchmark's own path.
+
+    Args:
+        benchmark: ``"aflw2000-3d"`` or ``"mtfl"``.
+        data: the data root (the folder ``$FPEZOO_DATA`` names), the
+            benchmark's folder (``aflw2000-3d``, ``mtfl``) or, for MTFL, a list
+            file; None: :func:`data_dir`.
+
+    Returns:
+        The AFLW2000-3D folder (holding ``landmarks.npz``) or the MTFL list
+        file (``test.txt`` unless a list file was given).
+
+    Raises:
+        FileNotFoundError: no labels there; the message names every path looked at.
+    """
+    folder_name, label_name = BENCHMARK_LABELS[benchmark]
+    root = data_dir() if data is None else pathlib.Path(data)
+    if benchmark == "mtfl" and root.is_file():
+        return root
+    candidates = [root / label_name, root / folder_name / label_name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate if benchmark == "mtfl" else candidate.parent
+    raise FileNotFoundError(
+        f"No {benchmark} labels found: looked for {candidates[0]} and {candidates[1]}. Pass --data (the "
+        f"data root, the {folder_name} folder{' or a list file' if benchmark == 'mtfl' else ''}) or set "
+        f"FPEZOO_DATA. Received: data={None if data is None else str(data)!r}"
+    )
 
 
 # --------------------------------------------------------------------------- models
@@ -390,9 +423,9 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
         model: a Keras model, a ``.keras`` file, a registered weights name, an
             ``.onnx`` or a ``.tflite`` file.
         benchmark: ``"aflw2000-3d"``, ``"mtfl"`` or ``"records"``.
-        data: the benchmark's folder (AFLW2000-3D), list file (MTFL, default
-            ``mtfl/test.txt``) or label file (``"records"``); default: in
-            :func:`data_dir`.
+        data: the data root, or the benchmark's folder or list file (see
+            :func:`benchmark_data`; default: :func:`data_dir`); for
+            ``"records"``, the label file or folder.
         enlarge: crop side over the longer side of the face box (default: the
             registered model's, else :data:`DEFAULT_ENLARGE`); faces without a
             box (MTFL's loose crops with ``box="image"``) are taken whole.
@@ -423,6 +456,8 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
     """
     if benchmark not in BENCHMARKS:
         raise ValueError(f"`benchmark` must be one of {BENCHMARKS}. Received: benchmark={benchmark!r}")
+    if benchmark in BENCHMARK_LABELS:
+        data = benchmark_data(benchmark, data)
     runner = model_runner(model, input_color)
     model_scheme = scheme or runner.scheme or schemes.scheme_for_num_keypoints(runner.num_keypoints).name
     enlarge, box = crop_framing(runner, benchmark, enlarge, box)
@@ -473,7 +508,6 @@ def _predict(runner, records, options, description):
 def _evaluate_aflw2000_3d(runner, folder, limit, options):
     from fpezoo.data.readers import read_aflw2000_3d
 
-    folder = pathlib.Path(folder) if folder is not None else data_dir() / "aflw2000-3d"
     fitted = _limited(read_aflw2000_3d(folder, labels="fitted"), limit)
     reannotated = _limited(read_aflw2000_3d(folder, labels="reannotated"), limit)
     # Each record's box is the box of its fitted 68 points (the 3DDFA crop).
@@ -514,7 +548,6 @@ def _region_errors(predicted, target, visibility, scheme, scale=None):
 def _evaluate_mtfl(runner, list_file, limit, options):
     from fpezoo.data.readers import read_mtfl
 
-    list_file = pathlib.Path(list_file) if list_file is not None else data_dir() / "mtfl" / "test.txt"
     records = _limited(read_mtfl(list_file), limit)
     if options["box"] == "landmarks":
         # MTFL rows label all five points, so no record is dropped.
@@ -681,7 +714,20 @@ def configure_parser(parser):
 
 
 def run(args):
-    """``fpezoo evaluate``: score a model, or plot CED curves with ``--ced``."""
+    """``fpezoo evaluate``: score a model, or plot CED curves with ``--ced``.
+
+    Returns:
+        0, or 2 with a one-line message on a usage error (missing data or
+        model file, bad option value).
+    """
+    try:
+        return _run(args)
+    except (OSError, LookupError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args):
     if args.ced:
         if not args.out:
             print("error: --ced needs --out ced.png", file=sys.stderr)
