@@ -148,12 +148,17 @@ class OnnxRunner:
 
     Args:
         path: the ``.onnx`` file; its input is ``(N, H, W, C)`` and its outputs
-            include keypoints ``(N, K, 2)`` (and confidence ``(N, K)``).
-        input_color: colour order for 3-channel inputs (default ``"rgb"``).
+            include keypoints ``(N, K, 2)`` (and confidence ``(N, K)``). Its
+            crop (scheme, framing, size, colour) is read from the metadata
+            ``fpezoo convert`` records (:func:`fpezoo.deploy.metadata.exported_model_info`).
+        input_color: colour order of the crops (default: recorded, else
+            ``"rgb"`` for 3 channels).
     """
 
     def __init__(self, path, input_color=None):
         import onnxruntime
+
+        from fpezoo.deploy.metadata import exported_model_info
 
         path = pathlib.Path(path)
         if not path.is_file():
@@ -162,14 +167,8 @@ class OnnxRunner:
         self.name = str(path)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
-        height, width, channels = model_input.shape[1:4]
-        if not all(isinstance(value, int) for value in (height, width, channels)):
-            raise ValueError(
-                "The ONNX model's input must have a fixed (height, width, channels). "
-                f"Received: input shape={model_input.shape}"
-            )
-        self.input_size = (height, width)
-        self.input_color = input_color or ("grayscale" if channels == 1 else "rgb")
+        info = exported_model_info(path, model_input.shape, input_color)
+        self.input_size, self.input_color = info.input_size, info.input_color
         outputs = self.session.get_outputs()
         keypoint_outputs = [o for o in outputs if len(o.shape) == 3 and o.shape[-1] == 2]
         if not keypoint_outputs:
@@ -181,8 +180,7 @@ class OnnxRunner:
         self.num_keypoints = int(keypoint_outputs[0].shape[1])
         confidence = [o for o in outputs if len(o.shape) == 2 and o.shape[-1] == self.num_keypoints]
         self.confidence_name = confidence[0].name if confidence else None
-        self.scheme = None
-        self.enlarge = None
+        self.scheme, self.enlarge = info.scheme, info.enlarge
         self.weights_sha256 = weights.sha256(path)
 
     def __call__(self, crops):
@@ -196,25 +194,25 @@ class OnnxRunner:
 class LiteRTRunner:
     """Runs an exported LiteRT landmark model (``fpezoo convert --to litert``) on one thread.
 
-    Exported models carry no registered framing: pass ``enlarge`` (and for
-    MTFL ``box``) to :func:`evaluate` as for the Keras model they came from.
-
     Args:
-        path: the ``.tflite`` file (fp32, fp16 or int8; float32 input and outputs).
-        input_color: colour order for 3-channel inputs (default ``"rgb"``).
+        path: the ``.tflite`` file (fp32, fp16 or int8; float32 input and
+            outputs). Its crop (scheme, framing, size, colour) is read from the
+            metadata ``fpezoo convert`` records
+            (:func:`fpezoo.deploy.metadata.exported_model_info`).
+        input_color: colour order of the crops (default: recorded, else
+            ``"rgb"`` for 3 channels).
     """
 
     def __init__(self, path, input_color=None):
         from fpezoo.deploy.convert import litert_runner
+        from fpezoo.deploy.metadata import exported_model_info
 
         self.run = litert_runner(path)
         self.name = os.fspath(path)
-        _, height, width, channels = self.run.input_shape
-        self.input_size = (height, width)
-        self.input_color = input_color or ("grayscale" if channels == 1 else "rgb")
+        info = exported_model_info(path, self.run.input_shape, input_color)
+        self.input_size, self.input_color = info.input_size, info.input_color
         self.num_keypoints = self.run.num_keypoints
-        self.scheme = None
-        self.enlarge = None
+        self.scheme, self.enlarge = info.scheme, info.enlarge
         self.weights_sha256 = weights.sha256(path)
 
     def __call__(self, crops):
@@ -314,8 +312,54 @@ def jitter_box(box, shift, zoom, rng):
     return (center_x - half_width, center_y - half_height, center_x + half_width, center_y + half_height)
 
 
+def check_rotation(rotation):
+    """``rotation`` as a float in (0, 180], or None."""
+    if rotation is None:
+        return None
+    if isinstance(rotation, bool) or not isinstance(rotation, (int, float)) or not 0.0 < rotation <= 180.0:
+        raise ValueError(f"`rotation` must be a number of degrees in (0, 180]. Received: rotation={rotation!r}")
+    return float(rotation)
+
+
+def rotated_about_face(image, record, box, degrees):
+    """The image turned by ``degrees`` about the face's centre, on a canvas that holds all of it.
+
+    Args:
+        image: the upright image.
+        record: its face (:class:`fpezoo.data.records.LandmarkRecord`); the
+            turned face's box is the landmark box of its turned visible points
+            (the box of the turned ``box`` corners when it has none).
+        box: the upright face box ``(x_min, y_min, x_max, y_max)``.
+        degrees: the angle, counter-clockwise as seen in the image.
+
+    Returns:
+        ``(rotated image, matrix, rotated box)``: ``matrix`` (2, 3) maps
+        upright pixel centres to the rotated image's.
+    """
+    import cv2
+
+    from fpezoo.data.records import landmark_box
+
+    height, width = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D(((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0), float(degrees), 1.0)
+    corners = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5], [width - 0.5, height - 0.5]])
+    turned = corners @ matrix[:, :2].T + matrix[:, 2]
+    matrix[:, 2] -= turned.min(axis=0) + 0.5  # the turned image's corner goes to (-0.5, -0.5)
+    size = np.ceil(turned.max(axis=0) - turned.min(axis=0) - 1e-6).astype(int)
+    rotated = cv2.warpAffine(image, matrix, (int(size[0]), int(size[1])), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT)
+    visible = np.isfinite(record.keypoints).all(axis=1) & (np.asarray(record.visibility) > 0)
+    if visible.any():
+        points = record.keypoints[visible]
+    else:
+        points = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]])
+    rotated_box = landmark_box(points @ matrix[:, :2].T + matrix[:, 2])
+    return rotated.reshape(rotated.shape[:2] + image.shape[2:]), matrix, tuple(float(v) for v in rotated_box)
+
+
 def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
-                    scheme=None, progress=True, description="faces", box_jitter=None, seed=0):
+                    scheme=None, progress=True, description="faces", box_jitter=None, seed=0,
+                    rotation=None):
     """Predicts the landmarks of every record in original-image pixels.
 
     Each face is cropped from its box with :func:`fpezoo.data.pipeline.crop_face`
@@ -325,7 +369,12 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
     each box (the whole image of a loose crop) is first moved by
     :func:`jitter_box`, drawing for the records in order from one generator
     seeded with ``seed``: the same faces get the same boxes on every run and
-    for every model.
+    for every model. With ``rotation``, each image is first turned about its
+    face by a uniform random angle in ``[-rotation, rotation]`` degrees
+    (:func:`rotated_about_face`, angles drawn in order from a second generator
+    seeded with ``seed``), the face is cropped around its turned box, and the
+    predictions are turned back into the upright image, so they compare with the
+    upright labels (point distances do not change under rotation).
 
     Args:
         runner: a :func:`model_runner`.
@@ -338,7 +387,8 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
         progress: show a progress bar.
         description: label of the progress bar.
         box_jitter: ``(shift, zoom)`` for :func:`jitter_box`, or None.
-        seed: seed of the box jitter.
+        seed: seed of the box jitter and of the rotation angles.
+        rotation: largest angle in degrees (see above), or None.
 
     Returns:
         ``(keypoints (N, K, 2), confidence (N, K))``, float64 / float32; a
@@ -349,19 +399,25 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
     from fpezoo.data.pipeline import crop_face, invert_points, record_box
 
     box_jitter = check_box_jitter(box_jitter)
+    rotation = check_rotation(rotation)
     rng = np.random.default_rng(seed)
+    angles = np.random.default_rng([seed, 1]).uniform(-1.0, 1.0, len(records)) * (rotation or 0.0)
     keypoints, confidence = [], []
     starts = range(0, len(records), batch_size)
     for start in tqdm(starts, desc=description, unit="batch", disable=not progress, file=sys.stderr):
         chunk = records[start:start + batch_size]
-        crops, transforms = [], []
-        for record in chunk:
+        crops, transforms, turns = [], [], []
+        for index, record in enumerate(chunk, start):
             image = record.load_image(runner.input_color)
             box = record_box(record, image)
+            turn = None
+            if rotation is not None:
+                image, turn, box = rotated_about_face(image, record, box, angles[index])
+            turns.append(turn)
             if box_jitter is not None:
                 box = jitter_box(box, *box_jitter, rng)
             crop, transform = crop_face(image, box, runner.input_size,
-                                        enlarge=1.0 if record.box is None else enlarge)
+                                        enlarge=1.0 if record.box is None and turn is None else enlarge)
             crops.append(crop.reshape(runner.input_size + (-1,)))
             transforms.append(transform)
         crops = np.stack(crops).astype("float32")
@@ -371,7 +427,11 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
             points, scores = schemes.flip_averaged_predictions(runner, crops, scheme)
         else:
             points, scores = runner(crops)
-        keypoints.extend(invert_points(p, t) for p, t in zip(points, transforms))
+        for face_points, transform, turn in zip(points, transforms, turns):
+            face_points = invert_points(face_points, transform)
+            if turn is not None:  # back into the upright image
+                face_points = (face_points - turn[:, 2]) @ np.linalg.inv(turn[:, :2]).T
+            keypoints.append(face_points)
         confidence.append(np.asarray(scores, dtype="float32"))
     return np.stack(keypoints).astype("float64"), np.concatenate(confidence)
 
@@ -416,7 +476,7 @@ def yaw_binned_statistics(errors, yaw_deg, threshold=FAILURE_THRESHOLD):
 # --------------------------------------------------------------------------- benchmarks
 def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size=64, limit=None,
              output=None, flip_test=False, scheme=None, input_color=None, reader=None,
-             reader_options=None, progress=True, box=None, box_jitter=None, seed=0):
+             reader_options=None, progress=True, box=None, box_jitter=None, seed=0, rotation=None):
     """Scores a model on a benchmark and returns (and optionally saves) the numbers.
 
     Args:
@@ -445,8 +505,12 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
             :func:`jitter_box` (up to ``shift`` of its size off centre, sides
             scaled by up to ``1 +- zoom``), the robustness to a detector's
             boxes; None keeps the protocol's boxes.
-        seed: seed of the box jitter (the same seed gives every model the
-            same boxes).
+        seed: seed of the box jitter and the rotation (the same seed gives
+            every model the same boxes and angles).
+        rotation: score with every image turned about its face by a uniform
+            random angle in ``[-rotation, rotation]`` degrees and cropped around
+            the turned face's box (:func:`predict_records`), the robustness to
+            in-plane rotation; errors keep the upright face's normalisation.
 
     Returns:
         A JSON-able dict of results, including ``per_face`` errors (for CED
@@ -462,9 +526,11 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
     model_scheme = scheme or runner.scheme or schemes.scheme_for_num_keypoints(runner.num_keypoints).name
     enlarge, box = crop_framing(runner, benchmark, enlarge, box)
     box_jitter = check_box_jitter(box_jitter)
+    rotation = check_rotation(rotation)
     started = time.time()
     options = {"enlarge": enlarge, "box": box, "batch_size": batch_size, "flip_test": flip_test,
-               "progress": progress, "scheme": model_scheme, "box_jitter": box_jitter, "seed": seed}
+               "progress": progress, "scheme": model_scheme, "box_jitter": box_jitter, "seed": seed,
+               "rotation": rotation}
     if benchmark == "aflw2000-3d":
         results = _evaluate_aflw2000_3d(runner, data, limit, options)
     elif benchmark == "mtfl":
@@ -480,7 +546,8 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
                  "input_size": list(runner.input_size), "input_color": runner.input_color,
                  "flip_test": flip_test,
                  **({"box_jitter": {"shift": box_jitter[0], "zoom": box_jitter[1], "seed": seed}}
-                    if box_jitter is not None else {})},
+                    if box_jitter is not None else {}),
+                 **({"rotation": {"max_deg": rotation, "seed": seed}} if rotation is not None else {})},
         "limit": limit,
         "seconds": round(time.time() - started, 1),
         "primary": PRIMARY_ERRORS[benchmark],
@@ -501,7 +568,8 @@ def _predict(runner, records, options, description):
     """:func:`predict_records` with :func:`evaluate`'s options; the keypoints only."""
     predicted, _ = predict_records(
         runner, records, options["enlarge"], options["batch_size"], options["flip_test"],
-        options["scheme"], options["progress"], description, options["box_jitter"], options["seed"])
+        options["scheme"], options["progress"], description, options["box_jitter"], options["seed"],
+        options["rotation"])
     return predicted
 
 
@@ -614,8 +682,12 @@ def format_table(results):
     jitter = results.get("crop", {}).get("box_jitter")
     jitter_note = (f", boxes moved by up to {jitter['shift']:g} and scaled by 1 +- {jitter['zoom']:g} "
                    f"(seed {jitter['seed']})" if jitter else "")
+    rotation = results.get("crop", {}).get("rotation")
+    rotation_note = (f", images turned by up to +-{rotation['max_deg']:g} degrees (seed {rotation['seed']})"
+                     if rotation else "")
     lines = [f"{results['benchmark']}: {results['model']} ({results['faces']} faces, "
-             f"{results['failed_faces']} failed, {results['seconds']} s{weights_note}{jitter_note})"]
+             f"{results['failed_faces']} failed, {results['seconds']} s{weights_note}{jitter_note}"
+             f"{rotation_note})"]
     for key in ("nme_box", "nme_box_reannotated", "nme_inter_ocular", "nme_eye_centres", "nme"):
         if key not in results:
             continue
@@ -671,6 +743,8 @@ def plot_ced(result_files, output, threshold=None, labels=None):
             label += " + flip test"
         if not labels and results.get("crop", {}).get("box_jitter"):
             label += " + box jitter"
+        if not labels and results.get("crop", {}).get("rotation"):
+            label += f" + rotation +-{results['crop']['rotation']['max_deg']:g}"
         axes.plot(100 * x, 100 * fraction,
                   label=f"{label} (mean {100 * results[results['primary']]['mean']:.2f} %)")
     axes.set_xlabel(f"NME ({loaded[0]['primary']}, %)")
@@ -705,7 +779,10 @@ def configure_parser(parser):
     parser.add_argument("--box-jitter", nargs=2, type=float, metavar=("SHIFT", "ZOOM"),
                         help="move every face box by up to SHIFT of its size and scale it by up to "
                              "1 +- ZOOM at random (robustness to detector boxes), e.g. 0.05 0.1")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --box-jitter")
+    parser.add_argument("--rotation", type=float, metavar="MAX_DEG",
+                        help="turn every image about its face by a random angle in +-MAX_DEG and crop "
+                             "around the turned face (robustness to in-plane rotation), e.g. 180")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --box-jitter and --rotation")
     parser.add_argument("--scheme", help="the model's keypoint scheme (default: by keypoint count)")
     parser.add_argument("--out", help="result JSON (or the PNG with --ced)")
     parser.add_argument("--ced", nargs="+", metavar="RESULT_JSON",
@@ -741,7 +818,7 @@ def _run(args):
         args.model, args.benchmark, data=args.data, enlarge=args.enlarge, batch_size=args.batch_size,
         limit=args.limit, output=args.out, flip_test=args.flip_test, scheme=args.scheme,
         reader=args.reader, progress=not args.no_progress, box=args.box,
-        box_jitter=args.box_jitter, seed=args.seed,
+        box_jitter=args.box_jitter, seed=args.seed, rotation=args.rotation,
     )
     print(format_table(results))
     if args.out:

@@ -19,6 +19,7 @@ import pytest
 
 from fpezoo import evaluation
 from fpezoo.data import with_landmark_boxes
+from fpezoo.data.records import LandmarkRecord
 from fpezoo.models.common import LandmarkModel
 
 INPUT_SIZE = 80
@@ -260,6 +261,44 @@ def test_jitter_box_stays_within_its_ranges_and_reaches_them():
         assert low <= values.min() < low + 0.02 * (high - low)
         assert high - 0.02 * (high - low) < values.max() <= high
     assert evaluation.jitter_box(box, 0.0, 0.0, rng) == box
+
+
+@pytest.mark.parametrize("degrees", [90.0, -37.0, 180.0])
+def test_rotated_about_face_turns_image_and_points_together(degrees):
+    image = np.zeros((60, 80, 3), dtype="uint8")
+    points = np.array([[20.0, 15.0], [50.0, 40.0], [65.0, 10.0]])
+    for x, y in points.astype(int):
+        image[y, x] = 255
+    record = LandmarkRecord(image=image, keypoints=points, visibility=np.ones(3, "float32"),
+                            box=(20.0, 10.0, 65.0, 40.0), scheme=None, source="test")
+    rotated, matrix, box = evaluation.rotated_about_face(image, record, record.box, degrees)
+    turned = points @ matrix[:, :2].T + matrix[:, 2]
+    for x, y in turned:  # each bright pixel lands where the matrix sends its point, inside the canvas
+        assert rotated[int(round(y)), int(round(x))].max() > 60
+    np.testing.assert_allclose(box, (*turned.min(axis=0), *turned.max(axis=0)))
+    height, width = rotated.shape[:2]
+    assert rotated.dtype == image.dtype and rotated.shape[2] == 3
+    side = {90.0: (80, 60), 180.0: (60, 80)}.get(abs(degrees))
+    if side is not None:  # a quarter or half turn swaps or keeps the sides
+        assert (height, width) == side
+
+
+def test_rotation_turns_the_images_reproducibly(tmp_path):
+    write_aflw2000_3d(tmp_path / "aflw", YAWS)
+    model = constant_model(crop_points())
+
+    def score(**kwargs):
+        return evaluation.evaluate(model, "aflw2000-3d", data=tmp_path / "aflw", progress=False, **kwargs)
+
+    # A model that always answers the upright face is right only while the faces stay upright.
+    assert score(rotation=1e-6)["nme_box"]["mean"] == pytest.approx(0.0, abs=1e-4)
+    turned = score(rotation=180.0, seed=3)
+    assert turned["nme_box"]["mean"] > 0.05
+    assert turned["crop"]["rotation"] == {"max_deg": 180.0, "seed": 3}
+    assert score(rotation=180.0, seed=3)["per_face"]["nme_box"] == turned["per_face"]["nme_box"]
+    assert "turned by up to +-180 degrees (seed 3)" in evaluation.format_table(turned)
+    with pytest.raises(ValueError, match="Received: rotation=0"):
+        score(rotation=0)
 
 
 def test_box_jitter_moves_the_crops_reproducibly(tmp_path):
