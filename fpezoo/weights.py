@@ -268,6 +268,8 @@ def read_layer_weights(path):
             if layers is None:
                 raise ValueError(f"{path} is not a Keras weights file (no 'layers' group). {received}")
             for key, group in layers.items():
+                if not isinstance(group, h5py.Group):
+                    raise OSError(f"layer {key!r} is not an HDF5 group")
                 variables = group.get("vars")
                 name = variables.attrs.get("name", key) if variables is not None else key
                 if isinstance(name, bytes):

@@ -1,13 +1,19 @@
 """Tests for the weights registry, checksums, partial loading and model cards."""
 
 import json
+import subprocess
+import sys
 
+import h5py
 import keras
 import numpy as np
 import pytest
 
+import fpezoo
 from fpezoo import weights as weights_module
 from fpezoo.cli import main as cli_main
+from fpezoo.models import fpenet as fpenet_module
+from fpezoo.models.fan import FAN
 from fpezoo.models.fpenet import FPENet
 
 TINY = dict(width=4)
@@ -24,7 +30,7 @@ def _saved(tmp_path, filename="tiny.weights.h5", **config):
     return model, path
 
 
-def _register(tmp_path, monkeypatch, path, name="tiny", config=None, digest=None):
+def _register(tmp_path, monkeypatch, path, name="tiny", config=None, digest=None, **extra):
     (tmp_path / f"{name}.md").write_text(f"# {name}\nTrained on nothing; test weights.\n")
     entry = {
         "file": path.name,
@@ -33,6 +39,7 @@ def _register(tmp_path, monkeypatch, path, name="tiny", config=None, digest=None
         "config": config or {"num_keypoints": 68, **TINY},
         "card": f"{name}.md",
         "scheme": "ibug68",
+        **extra,
     }
     (tmp_path / "registry.json").write_text(json.dumps({name: entry}))
     monkeypatch.setenv("FPEZOO_WEIGHTS_DIR", str(tmp_path))
@@ -48,7 +55,7 @@ def test_path_round_trip_gives_identical_outputs(tmp_path):
 def test_registered_name_card_and_build(tmp_path, monkeypatch, capsys):
     original, path = _saved(tmp_path)
     _register(tmp_path, monkeypatch, path)
-    by_name = FPENet(weights="tiny", **TINY)
+    by_name = FPENet(weights="tiny")  # width 4 from the registry
     np.testing.assert_array_equal(original(FACES)[0], by_name(FACES)[0])
     built = weights_module.build_registered("tiny")
     np.testing.assert_array_equal(original(FACES)[0], built(FACES)[0])
@@ -71,7 +78,7 @@ def test_pinned_name_loads_its_weights_and_refuses_others(tmp_path, monkeypatch)
     original, path = _saved(tmp_path)
     _register(tmp_path, monkeypatch, path)
     digest = weights_module.sha256(path)
-    pinned = FPENet(weights=f"tiny@sha256:{digest[:8]}", **TINY)
+    pinned = FPENet(weights=f"tiny@sha256:{digest[:8]}")
     np.testing.assert_array_equal(original(FACES)[0], pinned(FACES)[0])
     assert weights_module.build_registered(f"tiny@sha256:{digest}").count_params() == original.count_params()
     other = "0" * 8 if not digest.startswith("0" * 8) else "1" * 8
@@ -263,3 +270,137 @@ def test_register_script_warns_when_fpezoo_resolves_another_weights_folder(
     err = capsys.readouterr().err
     assert f"fpezoo resolves registered names from {elsewhere}" in err
     assert f"FPEZOO_WEIGHTS_DIR={shipped}" in err
+
+
+# --------------------------------------------------------------- registered weights carry their architecture
+REGISTERED = weights_module.list_pretrained()
+
+
+def _random_batch(model, seed=0):
+    """A random 0-255 batch of two images for ``model`` (96x96 where its input takes any size)."""
+    shape = [96 if size is None else size for size in model.inputs[0].shape[1:]]
+    return np.random.default_rng(seed).uniform(0, 255, (2, *shape)).astype("float32")
+
+
+@pytest.mark.parametrize("name", sorted(REGISTERED))
+def test_every_registered_name_builds_from_weights_alone(name):
+    builder = weights_module.registered_builder(REGISTERED[name]["builder"])
+    model = builder(weights=name)
+    registered = weights_module.build_registered(name)
+    assert [w.shape for w in model.weights] == [w.shape for w in registered.weights]
+    batch = _random_batch(model)
+    for expected, actual in zip(registered(batch), model(batch)):
+        np.testing.assert_array_equal(expected, actual)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTERED))
+def test_an_80_point_head_on_every_registered_name(name):
+    builder = weights_module.registered_builder(REGISTERED[name]["builder"])
+    with pytest.warns(UserWarning, match=rf"{name}.*another keypoint count.*'keypoint_head'"):
+        model = builder(num_keypoints=80, weights=name)
+    stored, _ = weights_module.read_layer_weights(weights_module.resolve_weights(name))
+    for layer in model.layers:
+        if layer.weights and layer.name != "keypoint_head":
+            for saved, loaded in zip(stored[layer.name], layer.get_weights()):
+                np.testing.assert_array_equal(saved, loaded)
+    keypoints, confidence = model(_random_batch(model))
+    assert keypoints.shape[:2] == (2, 80) and confidence.shape == (2, 80)
+
+
+def test_argument_contradicting_the_registry_fails_before_building(tmp_path, monkeypatch):
+    _, path = _saved(tmp_path, heatmap_size=40)
+    _register(tmp_path, monkeypatch, path, config={"num_keypoints": 68, "width": 4, "heatmap_size": 40})
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fpenet_module, "resolve_network_input", no_build)
+        with pytest.raises(ValueError, match=r"carry their architecture: 'tiny' fills in width, so leave it out"
+                                             r".*Received: width=64; tiny is width=4$"):
+            FPENet(width=64, weights="tiny")
+        with pytest.raises(ValueError, match=r"Received: width=8, heatmap_size=None; tiny is width=4, heatmap_size=40$"):
+            FPENet(68, "tiny", width=8, heatmap_size=None)
+        with pytest.raises(ValueError, match=r"registered for the 'FPENet' builder, not 'FAN'.*Received: weights='tiny'$"):
+            FAN(weights="tiny")
+    # Agreeing and free arguments (the keypoint count, the input) are taken as given.
+    model = FPENet(width=4, weights="tiny", include_preprocessing=True, name="framed")
+    assert model.name == "framed" and model.get_layer("encoder1_conv").filters == 4
+
+
+def test_list_pretrained(tmp_path, monkeypatch, capsys):
+    assert fpezoo.list_pretrained is weights_module.list_pretrained
+    _, path = _saved(tmp_path)
+    _register(tmp_path, monkeypatch, path, crop={"enlarge": 1.5})
+    expected = {"builder": "FPENet", "config": {"num_keypoints": 68, **TINY}, "scheme": "ibug68",
+                "crop": {"enlarge": 1.5}}
+    assert fpezoo.list_pretrained() == {"tiny": expected}
+    assert fpezoo.list_pretrained("FPENet") == {"tiny": expected}
+    assert fpezoo.list_pretrained("FAN") == {}
+    assert cli_main(["card"]) == 0
+    assert capsys.readouterr().out == 'tiny\tFPENet\tibug68\t{"num_keypoints": 68, "width": 4}\tcrop {"enlarge": 1.5}\n'
+
+
+def test_weights_module_imports_no_model_code():
+    """``fpezoo.weights`` (the registry, ``fpezoo card``) needs neither Keras nor the models: no import cycle."""
+    code = ("import sys, fpezoo.weights; "
+            "print(sorted(m for m in sys.modules if m.startswith(('fpezoo.models', 'keras', 'tensorflow'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------- damaged files loaded by path
+def test_sha256_checks_a_file_loaded_by_path(tmp_path):
+    original, path = _saved(tmp_path)
+    digest = weights_module.sha256(path)
+    restored = FPENet(weights=path, sha256=digest.upper(), **TINY)
+    np.testing.assert_array_equal(original(FACES)[0], restored(FACES)[0])
+    other = ("0" if digest[0] != "0" else "1") + digest[1:]
+    with pytest.raises(ValueError, match=(rf"Checksum mismatch for the weights file: {path} has sha256 {digest}, "
+                                          rf"not the expected {other} .*Received: sha256='{other}'$")):
+        FPENet(weights=path, sha256=other, **TINY)
+    with pytest.raises(ValueError, match=r"64 hex digits.*Received: sha256='1234'$"):
+        FPENet(weights=path, sha256="1234", **TINY)
+    with pytest.raises(ValueError, match=r"without weights.*Received: sha256='1234', weights=None$"):
+        FPENet(sha256="1234", **TINY)
+
+
+def _flip(data, start, length):
+    """``data`` with ``length`` bytes from ``start`` inverted."""
+    damaged = bytearray(data)
+    damaged[start:start + length] = bytes(byte ^ 0xFF for byte in damaged[start:start + length])
+    return bytes(damaged)
+
+
+def test_damaged_file_fails_with_an_error_naming_it(tmp_path):
+    _, path = _saved(tmp_path)
+    data = path.read_bytes()
+    header = tmp_path / "header.weights.h5"
+    header.write_bytes(_flip(data, 0, 4096))
+    with pytest.raises(ValueError, match=rf"Cannot read weights from {header}: the file is truncated or corrupt"):
+        FPENet(weights=header, **TINY)
+    # Damaged values read without an HDF5 error: the file's sha256 tells.
+    with h5py.File(path, "r") as file:
+        kernel = next(group["vars"]["0"] for group in file["layers"].values()
+                      if group["vars"].attrs["name"] == "encoder2_conv")
+        start, length = kernel.id.get_offset(), kernel.id.get_storage_size()
+    values = tmp_path / "values.weights.h5"
+    values.write_bytes(_flip(data, start, length))
+    damaged = FPENet(weights=values, **TINY)
+    assert not np.array_equal(damaged.get_layer("encoder2_conv").get_weights()[0],
+                              FPENet(weights=path, **TINY).get_layer("encoder2_conv").get_weights()[0])
+    with pytest.raises(ValueError, match=rf"Checksum mismatch for the weights file: {values} .*damaged"):
+        FPENet(weights=values, sha256=weights_module.sha256(path), **TINY)
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf])
+def test_nan_or_infinite_weights_fail(tmp_path, bad_value):
+    model = FPENet(**TINY)
+    kernel, bias = model.get_layer("decoder2_conv1").get_weights()
+    kernel[0, 0, 0, 0] = bad_value
+    model.get_layer("decoder2_conv1").set_weights([kernel, bias])
+    path = tmp_path / "diverged.weights.h5"
+    model.save_weights(path)
+    with pytest.raises(ValueError, match=(rf"weights in {path} hold NaN or infinite values \(layer 'decoder2_conv1'\)"
+                                          rf".*Received: weights='{path}'$")):
+        FPENet(weights=path, **TINY)
