@@ -462,3 +462,71 @@ def test_litert_int8_fpenet_keeps_its_accuracy_on_aflw2000_3d(shared_data, tmp_p
     int8_nme = evaluation.evaluate(path, "aflw2000-3d", **options)["nme_box"]["mean"]
     assert keras_nme < 0.15
     assert int8_nme - keras_nme < FPENET_INT8_MAX_NME_INCREASE, (keras_nme, int8_nme)
+
+
+# --------------------------------------------------------------------------- metadata
+
+def registered_metadata(name):
+    """The metadata an export of registered weights ``name`` must record."""
+    from fpezoo.weights import registry_entry
+
+    entry = registry_entry(name)
+    return {"scheme": entry["scheme"], "enlarge": entry["crop"]["enlarge"], "input_size": [80, 80],
+            "input_color": "grayscale", "weights_sha256": entry["sha256"], "source": name,
+            "fpezoo_version": fpezoo.__version__}
+
+
+@pytest.mark.data
+def test_onnx_export_evaluates_like_its_registered_name(shared_data, tmp_path):
+    from fpezoo import cli, evaluation
+    from fpezoo.deploy.metadata import read_metadata
+
+    path = tmp_path / "fpenet68_w32.onnx"
+    assert cli.main(["convert", "fpenet68_w32", "--to", "onnx", "--output", str(path)]) == 0
+    assert read_metadata(path) == registered_metadata("fpenet68_w32")
+    options = dict(data=shared_data / "aflw2000-3d", limit=20, progress=False)
+    registered = evaluation.evaluate("fpenet68_w32", "aflw2000-3d", **options)
+    exported = evaluation.evaluate(str(path), "aflw2000-3d", **options)
+    assert exported["crop"] == registered["crop"]
+    assert exported["nme_box"]["mean"] == pytest.approx(registered["nme_box"]["mean"], abs=1e-3)
+    # The tolerance tells crops apart: the default crop (the .onnx's before it carried
+    # its metadata) scores differently.
+    default_crop = evaluation.evaluate(str(path), "aflw2000-3d", enlarge=evaluation.DEFAULT_ENLARGE, **options)
+    assert abs(default_crop["nme_box"]["mean"] - registered["nme_box"]["mean"]) > 1e-3
+
+
+def test_litert_export_records_its_metadata(tmp_path):
+    from fpezoo.deploy.convert import litert_runner
+    from fpezoo.deploy.metadata import exported_model_info, read_metadata
+
+    path = convert("fpenet68_w32", tmp_path / "fpenet68_w32.tflite", to="litert")
+    expected = registered_metadata("fpenet68_w32")
+    assert read_metadata(path) == read_metadata(path.read_bytes()) == expected
+    run = litert_runner(path)  # the interpreter still runs the file
+    assert run(np.zeros((2, 80, 80, 1), "float32"))[0].shape == (2, 68, 2)
+    info = exported_model_info(path, run.input_shape)
+    assert (info.input_size, info.input_color, info.scheme, info.enlarge, info.weights_sha256) == (
+        (80, 80), "grayscale", "ibug68", expected["enlarge"], expected["weights_sha256"])
+
+
+def test_exports_without_metadata_fall_back_on_their_input(tmp_path):
+    from fpezoo.deploy.metadata import exported_model_info, read_metadata
+
+    fixed = build_family("fpenet")
+    convert_module.export_onnx(fixed, convert_module.export_signature(fixed), tmp_path / "fixed.onnx")
+    assert read_metadata(tmp_path / "fixed.onnx") == {}
+    info = exported_model_info(tmp_path / "fixed.onnx", ("batch", 80, 80, 1))
+    assert (info.input_size, info.input_color, info.scheme, info.enlarge) == ((80, 80), "grayscale", None, None)
+
+    any_size = build_family("fpenet_preprocessing")
+    convert_module.export_onnx(any_size, convert_module.export_signature(any_size), tmp_path / "any.onnx")
+    with pytest.raises(ValueError, match="records no crop size"):
+        exported_model_info(tmp_path / "any.onnx", ("batch", "height", "width", 3))
+    # Written by convert, the same model records the crop its preprocessing layer resizes to.
+    convert(any_size, tmp_path / "any_converted.onnx", to="onnx")
+    info = exported_model_info(tmp_path / "any_converted.onnx", ("batch", "height", "width", 3))
+    assert (info.input_size, info.input_color) == ((80, 80), "rgb")
+    with pytest.raises(ValueError, match="Received: input_color='grayscale'"):
+        exported_model_info(tmp_path / "any_converted.onnx", ("batch", "height", "width", 3), "grayscale")
+    with pytest.raises(ValueError, match="contradicts the model's input"):
+        exported_model_info(tmp_path / "any_converted.onnx", ("batch", 64, 64, 3))

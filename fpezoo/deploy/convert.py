@@ -26,7 +26,11 @@ decoder kept in float: see :func:`export_litert`),
 Every export takes the model's input tensor, named ``images``: a batch of face
 crops (N, H, W, C) of raw 0-255 values, and returns ``keypoints`` (N, K, 2) in
 the crop's pixels and ``confidence`` (N, K): the preprocessing and decoding
-layers of the Keras model are part of the exported graph.
+layers of the Keras model are part of the exported graph. ONNX and LiteRT files
+(and the ONNX model of TensorRT and Triton exports) record the crop they expect:
+keypoint scheme, framing, input size and colour, and the source weights' sha256
+(:mod:`fpezoo.deploy.metadata`, :func:`export_metadata`), which
+``fpezoo evaluate`` reads.
 
 Outputs are written atomically: into a temporary path in the output's folder,
 renamed into place only when complete, so a failed conversion leaves nothing
@@ -43,8 +47,11 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import warnings
 
 import numpy as np
+
+from fpezoo.deploy.metadata import INPUT_COLORS, add_litert_metadata, add_onnx_metadata
 
 TARGETS = ("savedmodel", "onnx", "litert", "tensorrt", "tftrt", "triton")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -63,7 +70,8 @@ DEFAULT_OPSET = 17
 MAX_OPSET = 18
 DEFAULT_CALIBRATION_IMAGES = 256
 DEFAULT_MAX_BATCH_SIZE = 64
-INPUT_COLORS = ("grayscale", "rgb", "bgr")
+# Sources that are files (any other string is a registered weights name).
+SOURCE_FILE_SUFFIXES = (".keras", ".weights.h5", ".xml")
 # LiteRT operators kept in float32 by INT8 quantisation: the arithmetic of the
 # soft-argmax, heatmap-argmax and regression decoders (see export_litert).
 LITERT_FLOAT_OPS = ("EXP", "SUM", "DIV", "REDUCE_MAX", "MUL", "SUB", "PACK", "RESHAPE")
@@ -169,6 +177,7 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
     model = load_model(source, builder=builder, builder_config=builder_config)
     spec = export_signature(model, batch_size=batch_size, input_size=input_size,
                             needs_fixed_size=to in ("litert", "tensorrt", "tftrt", "triton"))
+    metadata = export_metadata(model, source, spec, input_color)
     calibration_images = None
     if calibration is not None and precision == "int8":
         calibration_images = CalibrationImages(
@@ -190,10 +199,10 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
             if to == "savedmodel":
                 export_saved_model(model, spec, staging)
             elif to == "onnx":
-                export_onnx(model, spec, staging, opset=opset)
+                export_onnx(model, spec, staging, opset=opset, metadata=metadata)
             elif to == "litert":
                 export_saved_model(model, spec, work / "saved_model")
-                export_litert(work / "saved_model", staging, precision, calibration_images)
+                export_litert(work / "saved_model", staging, precision, calibration_images, metadata)
             elif to == "tftrt":
                 from fpezoo.deploy import tftrt
 
@@ -202,7 +211,7 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
                 tftrt.convert_saved_model(work / "saved_model", staging, precision,
                                           calibration_images, batch_size or 1)
             elif to == "tensorrt":
-                export_onnx(model, spec, work / "model.onnx", opset=opset)
+                export_onnx(model, spec, work / "model.onnx", opset=opset, metadata=metadata)
                 _build_engine(work / "model.onnx", staging, precision, calibration_images,
                               batch_size, max_batch_size,
                               calibration_cache or f"{output}.calibration.cache", output)
@@ -211,7 +220,7 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
 
                 version = staging / "1"
                 version.mkdir(parents=True)
-                export_onnx(model, spec, work / "model.onnx", opset=opset)
+                export_onnx(model, spec, work / "model.onnx", opset=opset, metadata=metadata)
                 if triton_backend == "onnx":
                     shutil.copyfile(work / "model.onnx", version / "model.onnx")
                 else:
@@ -228,6 +237,15 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
 # --------------------------------------------------------------------------- sources
 
 
+def registered_entry(source):
+    """The registry entry of a :func:`convert` ``source`` that is a registered name, else None."""
+    if not isinstance(source, (str, os.PathLike)) or os.fspath(source).endswith(SOURCE_FILE_SUFFIXES):
+        return None
+    from fpezoo.weights import registry_entry
+
+    return registry_entry(os.fspath(source))
+
+
 def registered_enlarge(source):
     """The crop enlargement the model of a :func:`convert` ``source`` expects.
 
@@ -241,12 +259,50 @@ def registered_enlarge(source):
     """
     from fpezoo.predictor import DEFAULT_ENLARGE
 
-    if not isinstance(source, (str, os.PathLike)) or os.fspath(source).endswith(
-            (".keras", ".weights.h5", ".xml")):
-        return DEFAULT_ENLARGE
-    from fpezoo.weights import registry_entry
+    entry = registered_entry(source) or {}
+    return float(entry.get("crop", {}).get("enlarge", DEFAULT_ENLARGE))
 
-    return float(registry_entry(os.fspath(source)).get("crop", {}).get("enlarge", DEFAULT_ENLARGE))
+
+def export_metadata(model, source, spec, input_color=None):
+    """The metadata an export records (see :mod:`fpezoo.deploy.metadata`).
+
+    Args:
+        model: the Keras model exported.
+        source: the ``source`` of :func:`convert` it came from.
+        spec: its :func:`export_signature`.
+        input_color: the crops' colour order (None: :func:`model_input_color`).
+
+    Returns:
+        A dict with the keys of :data:`fpezoo.deploy.metadata.FIELDS`: a
+        registered name gives its scheme, crop and weights sha256; a file its
+        own sha256 (for an OpenVINO ``.xml``, that of its ``.bin``); a Keras
+        model none of them.
+    """
+    import fpezoo
+    from fpezoo.layers import FacePreprocessing
+    from fpezoo.weights import sha256
+
+    entry = registered_entry(source)
+    if entry is not None:
+        name, digest = os.fspath(source), entry["sha256"]
+    elif isinstance(source, (str, os.PathLike)):
+        path = pathlib.Path(source)
+        name, digest = path.name, sha256(path.with_suffix(".bin") if path.suffix == ".xml" else path)
+    else:
+        name, digest = model.name, None
+    size = tuple(spec.shape[1:3])
+    if None in size:
+        preprocessing = [layer.output_size for layer in model.layers if isinstance(layer, FacePreprocessing)]
+        size = preprocessing[0] if preprocessing else None
+    return {
+        "scheme": entry["scheme"] if entry is not None else None,
+        "enlarge": entry.get("crop", {}).get("enlarge") if entry is not None else None,
+        "input_size": None if size is None else [int(value) for value in size],
+        "input_color": input_color or model_input_color(model),
+        "weights_sha256": digest,
+        "source": name,
+        "fpezoo_version": fpezoo.__version__,
+    }
 
 
 def load_model(source, builder=None, builder_config=None):
@@ -407,24 +463,30 @@ def export_saved_model(model, spec, path):
     archive.write_out(os.fspath(path), verbose=False)
 
 
-def export_onnx(model, spec, path, opset=DEFAULT_OPSET):
+def export_onnx(model, spec, path, opset=DEFAULT_OPSET, metadata=None):
     """Writes an ONNX model with input ``images`` and outputs ``keypoints``, ``confidence``.
 
     Converted by Keras's exporter (tf2onnx), then the outputs are renamed, the
-    dynamic axes named (``batch``, ``height``, ``width``), and the graph checked
-    with ``onnx.checker`` and for its opset.
+    dynamic axes named (``batch``, ``height``, ``width``), ``metadata`` (see
+    :func:`export_metadata`; None: none) stored in ``metadata_props``, and the
+    graph checked with ``onnx.checker`` and for its opset.
     """
     import onnx
 
     with tempfile.TemporaryDirectory(prefix="fpezoo-onnx-") as work:
         raw_path = os.path.join(work, "raw.onnx")
-        with _quiet_stdout():
+        with _quiet_stdout(), warnings.catch_warnings():
+            # Keras's tf2onnx patch probes `hasattr(np, "object")`, which NumPy 2 answers
+            # with a FutureWarning that says nothing to a user.
+            warnings.filterwarnings("ignore", message=r".*`np\.object`", category=FutureWarning)
             model.export(raw_path, format="onnx", input_signature=[spec], opset_version=opset,
                          verbose=False)
         onnx_model = onnx.load(raw_path)
     _name_onnx_outputs(onnx_model)
     _name_dynamic_axes(onnx_model)
     onnx_model.producer_name = "fpezoo"
+    if metadata is not None:
+        add_onnx_metadata(onnx_model, metadata)
     onnx.checker.check_model(onnx_model, full_check=True)
     used_opset = onnx_opset(onnx_model)
     if used_opset > MAX_OPSET:
@@ -474,11 +536,12 @@ def _name_dynamic_axes(onnx_model):
                 dim.dim_param = name
 
 
-def export_litert(saved_model_dir, path, precision="fp32", calibration_images=None):
+def export_litert(saved_model_dir, path, precision="fp32", calibration_images=None, metadata=None):
     """Converts a SavedModel to a LiteRT (``.tflite``) model.
 
     Only LiteRT built-in operators are allowed, so the file runs in
-    ``ai-edge-litert`` without the TensorFlow (Flex) delegate.
+    ``ai-edge-litert`` without the TensorFlow (Flex) delegate. ``metadata``
+    (see :func:`export_metadata`; None: none) is stored in the flatbuffer.
 
     * ``fp32``: float32.
     * ``fp16``: float16 weights (dequantised to float32 at load on CPU).
@@ -499,7 +562,7 @@ def export_litert(saved_model_dir, path, precision="fp32", calibration_images=No
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif precision == "int8":
+    if precision == "int8":
         if calibration_images is None:
             raise ValueError("LiteRT INT8 needs calibration images. Received: calibration=None")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -514,10 +577,11 @@ def export_litert(saved_model_dir, path, precision="fp32", calibration_images=No
         )
         with _quiet_stdout():
             flatbuffer = debugger.get_nondebug_quantized_model()
-        pathlib.Path(path).write_bytes(flatbuffer)
-        return
-    with _quiet_stdout():
-        flatbuffer = converter.convert()
+    else:
+        with _quiet_stdout():
+            flatbuffer = converter.convert()
+    if metadata is not None:
+        flatbuffer = add_litert_metadata(flatbuffer, metadata)
     pathlib.Path(path).write_bytes(flatbuffer)
 
 
