@@ -3,11 +3,23 @@
 Runs the default registered model (see
 :func:`fpezoo.predictor.default_model_name`) with the default face detector on
 ``fpezoo/assets/astronaut.png`` (NASA portrait of Eileen Collins, public domain;
-see ``fpezoo/assets/README.md``) and prints where the picture went.
+see ``fpezoo/assets/README.md``) and prints where the picture went. Like
+``fpezoo predict``, it never overwrites a file without ``--force``, checks the
+output before loading the model, and never leaves a partial PNG.
 """
 
 import pathlib
 import sys
+
+from fpezoo.predict_cli import (
+    EXIT_INTERRUPTED,
+    USAGE_ERRORS,
+    add_model_options,
+    check_output,
+    detector_argument,
+    model_argument,
+    save_image,
+)
 
 ASSETS = pathlib.Path(__file__).resolve().parent / "assets"
 DEMO_IMAGE = ASSETS / "astronaut.png"
@@ -17,33 +29,43 @@ def configure_parser(parser):
     """Options of ``fpezoo demo``."""
     parser.add_argument("--output", "-o", default="fpezoo_demo.png",
                         help="annotated PNG to write (default: %(default)s)")
-    parser.add_argument("--model", default=None,
-                        help="registered weights name or .keras file (default: the default registered model)")
-    parser.add_argument("--detector", default="default", help="face detector (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    add_model_options(parser)
     parser.add_argument("--image", default=str(DEMO_IMAGE), help="photo to run on (default: the bundled one)")
 
 
 def run(args):
-    """Runs the demo; returns 0, or 2 when no model is available or the photo is unreadable."""
-    from PIL import Image
+    """Runs the demo.
 
-    from fpezoo.imageio import ImageReadError, load_image
-    from fpezoo.predictor import LandmarkDetector, draw_faces
+    Returns:
+        0; 2 when the output exists or cannot be written, the photo is
+        unreadable, or no model or face detector is available; 130 when
+        interrupted (Ctrl-C).
+    """
+    try:
+        try:
+            from fpezoo.imageio import load_image
+            from fpezoo.predictor import LandmarkDetector, draw_faces
 
-    try:
-        image = load_image(args.image)
-    except (FileNotFoundError, ImageReadError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        predictor = LandmarkDetector(model=args.model, detector=args.detector)
-    except LookupError as error:
-        print(f"error: fpezoo demo needs trained weights. {error}", file=sys.stderr)
-        return 2
-    faces = predictor.predict(image)
-    output = pathlib.Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(draw_faces(image, faces)).save(output)
+            check_output(args.output, force=args.force, suffixes=(".png",), hint="or choose another --output")
+            image = load_image(args.image)
+            predictor = LandmarkDetector(model=model_argument(args), detector=detector_argument(args.detector))
+        except LookupError as error:
+            print(f"error: fpezoo demo needs trained weights. {error}", file=sys.stderr)
+            return 2
+        except ImportError as error:
+            print(f"error: fpezoo demo cannot load its face detector: {error} Or pass --detector none "
+                  f"(the whole photo as one face). Received: detector={args.detector!r}", file=sys.stderr)
+            return 2
+        except USAGE_ERRORS as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        faces = predictor.predict(image)
+        output = pathlib.Path(args.output)
+        save_image(draw_faces(image, faces), output)
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     for index, face in enumerate(faces):
         box = ", ".join(f"{v:.0f}" for v in face.box)
         print(f"face {index}: box ({box}), detector score {face.score:.3f}, "

@@ -5,9 +5,15 @@ file (JPEG, PNG, BMP, TIFF, WebP... through Pillow, upright according to its
 EXIF orientation), a Pillow image, or a NumPy array (grayscale, RGB, BGR with
 ``bgr=True``, RGBA). Unreadable input raises a clear error that names the file
 and the problem.
+
+Pixel values become 8-bit by one rule (:func:`to_uint8`): 16-bit data (16-bit
+grayscale PNG or TIFF, uint16 arrays) is divided by 257, float data on the
+0-1 scale (no value above 1) is multiplied by 255, other float data is taken on
+the 0-255 scale.
 """
 
 import contextlib
+import errno
 import os
 import pathlib
 
@@ -31,7 +37,8 @@ def load_image(source, bgr=False, max_pixels=DEFAULT_MAX_PIXELS):
         source: a file path, a ``PIL.Image.Image`` or a NumPy array of shape
             ``(H, W)``, ``(H, W, 1)`` (grayscale), ``(H, W, 3)`` (RGB, or BGR
             with ``bgr=True``) or ``(H, W, 4)`` (RGBA; alpha is dropped).
-            Arrays are uint8, or float on the 0-255 scale.
+            Arrays are uint8, uint16 (16-bit) or float (on the 0-1 or the
+            0-255 scale, see :func:`to_uint8`).
         bgr: the 3- or 4-channel array is in OpenCV's BGR(A) order.
         max_pixels: larger files raise an error instead of being decoded.
 
@@ -40,6 +47,7 @@ def load_image(source, bgr=False, max_pixels=DEFAULT_MAX_PIXELS):
 
     Raises:
         FileNotFoundError: the path does not exist.
+        PermissionError: the file cannot be read (permission denied).
         ImageReadError: the file is empty, truncated, not an image, or too large.
         ValueError, TypeError: an array of an unsupported shape or dtype.
     """
@@ -84,6 +92,10 @@ def _load_file(path, max_pixels):
                     )
                 image.load()
                 return _pil_to_rgb(ImageOps.exif_transpose(image))
+        except PermissionError:
+            raise PermissionError(
+                errno.EACCES, f"Cannot read the image file (permission denied). Received: path={str(path)!r}"
+            ) from None
         except UnidentifiedImageError:
             raise ImageReadError(
                 f"File is not an image Pillow can read. Received: path={str(path)!r}"
@@ -97,19 +109,47 @@ def _load_file(path, max_pixels):
 
 
 def _pil_to_rgb(image):
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # 16/32-bit grayscale, float
+        array = np.asarray(image)
+        if image.mode == "I":  # 32-bit integers: Pillow's mode for some 16-bit files
+            array = np.clip(array, 0, 65535).astype(np.uint16)
+        return _array_to_rgb(array, bgr=False)
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image)
 
 
+def to_uint8(array):
+    """The 8-bit values of an image array.
+
+    Args:
+        array: uint8 (returned as it is), uint16 (16-bit: divided by 257, so
+            65535 becomes 255) or float: on the 0-1 scale when no value exceeds
+            1 (multiplied by 255), else on the 0-255 scale; NaN becomes 0 and
+            values are clipped to 0-255.
+
+    Returns:
+        The uint8 array.
+
+    Raises:
+        TypeError: any other dtype.
+    """
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(
+            "Image arrays must be uint8, uint16, or float on the 0-1 or 0-255 scale. "
+            f"Received: image.dtype={array.dtype}"
+        )
+    array = np.nan_to_num(array.astype("float64"))
+    if array.size and array.max() <= 1.0:
+        array = array * 255.0
+    return np.clip(array, 0, 255).round().astype(np.uint8)
+
+
 def _array_to_rgb(array, bgr):
-    if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.floating):
-            raise TypeError(
-                "Image arrays must be uint8, or float on the 0-255 scale. "
-                f"Received: image.dtype={array.dtype}"
-            )
-        array = np.clip(np.nan_to_num(array), 0, 255).round().astype(np.uint8)
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or 0 in array.shape[:2]:
@@ -117,6 +157,7 @@ def _array_to_rgb(array, bgr):
             "Image arrays must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) with H, W >= 1. "
             f"Received: image.shape={array.shape}"
         )
+    array = to_uint8(array)
     if array.shape[2] == 1:
         return np.broadcast_to(array, array.shape[:2] + (3,))
     array = array[..., :3]

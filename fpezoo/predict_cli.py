@@ -1,15 +1,25 @@
 """``fpezoo predict IMAGE|FOLDER|VIDEO ...``: landmarks to JSON lines or CSV.
 
-* Images and folders (searched recursively) stream in bounded batches, so a
-  folder of thousands of images runs in flat memory, with a progress bar.
+* Images and folders (searched recursively; hidden files and folders, whose
+  names start with ``.``, are skipped unless named) stream in bounded batches,
+  so a folder of thousands of images runs in flat memory, with a progress bar.
 * Output goes to ``--output`` as JSON lines (``.jsonl``, one record per image or
-  video frame, written as it goes) or CSV (``.csv``, one row per face), or to
-  standard output. An existing output, or an existing drawing of an input to
-  run, is never overwritten without ``--force``; ``--resume`` skips the inputs
-  the output already holds (and continues their drawing folder).
-* Unreadable files (missing, empty, truncated, not an image) are reported in the
-  output (an ``error`` field) and on standard error, and the run goes on; the
-  exit code is 1 when any input failed.
+  video frame) or CSV (``.csv``, one row per face), or to standard output. An
+  existing output, or an existing drawing of an input to run, is never
+  overwritten without ``--force``; ``--resume`` skips the inputs the output
+  already holds (and continues their drawing folder, redoing the images whose
+  drawing is missing).
+* Files are written under a temporary name in their folder and renamed when
+  complete, so an interrupted run never leaves a partial file. Ctrl-C (SIGINT)
+  stops after the image at hand, keeps the results written so far and exits
+  with 130: ``--resume`` continues the run.
+* Usage errors (a missing input, an unreadable folder, an output that exists or
+  cannot be written, an unknown model) are found before the model loads, and
+  exit with 2 and a one-line message.
+* Unreadable files (missing, empty, truncated, not an image, permission denied)
+  and unreadable subfolders are reported in the output (an ``error`` field) and
+  on standard error, and the run goes on; the exit code is 1 when any input
+  failed.
 * Videos (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.webm``) run frame by frame
   with :class:`fpezoo.predictor.FaceTracker`; a video that ends before its
   announced frame count is reported, and its frames so far are kept.
@@ -21,30 +31,89 @@ Example::
     fpezoo predict photos/ --output photos.jsonl --draw annotated/
 """
 
+import contextlib
 import csv
 import itertools
 import json
+import os
 import pathlib
+import shutil
+import signal
 import sys
+import threading
 
 import numpy as np
 
+from fpezoo.deploy.convert import atomic_output
+from fpezoo.detection import DETECTORS
 from fpezoo.imageio import IMAGE_SUFFIXES, ImageReadError, load_image
 from fpezoo.predictor import BACKENDS
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-DETECTOR_CHOICES = ("default", "mtcnn", "dlib", "lbp", "haar", "none")
+DETECTOR_CHOICES = ("default", *DETECTORS, "none")
+# Errors of a command's set-up (arguments, files, model) that are the user's to
+# fix: printed as one line, exit code 2.
+USAGE_ERRORS = (OSError, LookupError, ValueError, TypeError, ImportError)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
+def add_model_options(parser):
+    """The ``--model``, ``--builder``, ``--builder-config`` and ``--detector`` options.
+
+    Shared by ``fpezoo predict`` and ``fpezoo demo``; :func:`model_argument` and
+    :func:`detector_argument` read them.
+    """
+    parser.add_argument("--model", default=None,
+                        help="registered weights name (see `fpezoo card`), a .keras file, or a "
+                             ".weights.h5 file with --builder (default: the default registered model)")
+    parser.add_argument("--builder", default=None,
+                        help="fpezoo builder of a .weights.h5 --model, e.g. FPENet")
+    parser.add_argument("--builder-config", default="{}",
+                        help="JSON keyword arguments of --builder, e.g. '{\"width\": 32}'")
+    parser.add_argument("--detector", default="default", choices=DETECTOR_CHOICES,
+                        help="face detector; 'none' takes each image as one face crop "
+                             "(default: %(default)s)")
+
+
+def model_argument(args):
+    """The ``model`` of :class:`fpezoo.predictor.LandmarkDetector` from the options.
+
+    A ``.weights.h5`` file is built with ``--builder`` and ``--builder-config``
+    (:func:`fpezoo.deploy.convert.load_model`); other values pass as they are.
+
+    Raises:
+        ValueError: ``--builder`` without a ``.weights.h5`` model, a
+            ``.weights.h5`` model without ``--builder``, or a
+            ``--builder-config`` that is not a JSON object.
+    """
+    if not str(args.model).endswith(".weights.h5"):
+        if args.builder is not None:
+            raise ValueError(
+                "--builder goes with a '.weights.h5' --model (registered names and .keras files "
+                f"know their model). Received: model={args.model!r}, builder={args.builder!r}"
+            )
+        return args.model
+    from fpezoo.deploy.convert import load_model
+
+    try:
+        config = json.loads(args.builder_config)
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        raise ValueError(f"--builder-config must be a JSON object. Received: builder_config={args.builder_config!r}")
+    return load_model(args.model, builder=args.builder, builder_config=config)
+
+
+def detector_argument(name):
+    """The ``detector`` of :class:`fpezoo.predictor.LandmarkDetector` for a ``--detector`` value."""
+    return None if name == "none" else name
 
 
 def configure_parser(parser):
     """Options of ``fpezoo predict``."""
     parser.add_argument("inputs", nargs="+", metavar="IMAGE|FOLDER|VIDEO",
                         help="image files, folders (searched recursively) or video files")
-    parser.add_argument("--model", default=None,
-                        help="registered weights name (see `fpezoo card`) or a .keras file "
-                             "(default: the default registered model)")
-    parser.add_argument("--detector", default="default", choices=DETECTOR_CHOICES,
-                        help="face detector; 'none' takes each image as one face crop")
+    add_model_options(parser)
     parser.add_argument("--output", "-o", default=None,
                         help="output file, .jsonl (JSON lines) or .csv (default: JSON lines on stdout)")
     parser.add_argument("--draw", metavar="DIR", default=None,
@@ -65,34 +134,45 @@ def configure_parser(parser):
 
 
 def run(args):
-    """Runs ``fpezoo predict``; returns 0, 1 when some inputs failed, 2 on usage errors."""
-    from fpezoo.predictor import LandmarkDetector
+    """Runs ``fpezoo predict``.
 
+    Returns:
+        0; 1 when some inputs failed; 2 on usage errors (found before the model
+        loads where they can be); 130 when interrupted (Ctrl-C).
+    """
+    writer = None
     try:
-        images, videos, relative = collect_inputs(args.inputs)
-        check_output(args.output, force=args.force, resume=args.resume)
-        drawings = None if args.draw is None else drawing_paths(args.draw, images, videos, relative)
-        if drawings is not None:
-            check_drawings(drawings.values(), force=args.force, resume=args.resume)
-        predictor = LandmarkDetector(
-            model=args.model, detector=None if args.detector == "none" else args.detector,
-            visibility_threshold=args.visibility_threshold, batch_size=args.batch_size,
-            backend=args.backend, flip_test=args.flip_test,
-        )
-        writer = ResultWriter(args.output, predictor.num_keypoints, resume=args.resume)
-    except (FileNotFoundError, FileExistsError, LookupError, ValueError, TypeError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    pending_images = [path for path in images if str(path) not in writer.done]
-    pending_videos = [path for path in videos if str(path) not in writer.done]
-    failures = 0
-    try:
-        failures += _predict_images(predictor, pending_images, writer, drawings, args)
-        for video in pending_videos:
-            failures += predict_video(predictor, video, writer, None if drawings is None else drawings[video],
-                                      show_progress=not args.no_progress)
-    finally:
-        writer.close()
+        try:
+            from fpezoo.predictor import LandmarkDetector
+
+            images, videos, relative, unreadable = collect_inputs(args.inputs)
+            check_output(args.output, force=args.force, resume=args.resume)
+            drawings = None if args.draw is None else drawing_paths(args.draw, images, videos, relative)
+            if drawings is not None:
+                check_writable(args.draw, "draw")
+                check_drawings(drawings.values(), force=args.force, resume=args.resume)
+            predictor = LandmarkDetector(
+                model=model_argument(args), detector=detector_argument(args.detector),
+                visibility_threshold=args.visibility_threshold, batch_size=args.batch_size,
+                backend=args.backend, flip_test=args.flip_test,
+            )
+            writer = ResultWriter(args.output, predictor.num_keypoints, resume=args.resume)
+        except USAGE_ERRORS as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        with writer:
+            pending_images, pending_videos = (
+                [path for path in paths if needs_run(path, writer, drawings)] for paths in (images, videos))
+            failures = _report_unreadable_folders(unreadable, writer)
+            failures += _predict_images(predictor, pending_images, writer, drawings, args)
+            for video in pending_videos:
+                failures += predict_video(predictor, video, writer, None if drawings is None else drawings[video],
+                                          show_progress=not args.no_progress)
+    except KeyboardInterrupt:
+        written = 0 if writer is None else writer.inputs_written
+        print(f"interrupted: {written} image(s) written"
+              + ("; run again with --resume" if args.output else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
     skipped = len(images) + len(videos) - len(pending_images) - len(pending_videos)
     print(f"{writer.faces_written} face(s) in {writer.records_written} image(s)/frame(s); "
           f"{failures} input(s) failed; {skipped} input(s) already in the output"
@@ -100,25 +180,71 @@ def run(args):
     return 1 if failures else 0
 
 
-def check_output(path, force=False, resume=False):
-    """Checks that ``path`` may be written.
+def needs_run(path, writer, drawings):
+    """Whether an input still has to run: the output lacks it, or its drawing is missing.
+
+    An input the output records as failed has no drawing to redo.
+    """
+    source = str(path)
+    if source not in writer.done:
+        return True
+    return drawings is not None and source not in writer.failed and not drawings[path].exists()
+
+
+def check_output(path, force=False, resume=False, suffixes=(".jsonl", ".csv"), hint="or --resume to continue it"):
+    """Checks that ``path`` may be written, before any work.
+
+    Args:
+        path: the output file, or None (standard output).
+        force: an existing file may be replaced.
+        resume: an existing file will be continued.
+        suffixes: the file suffixes the command writes.
+        hint: how else the user can treat an existing file.
 
     Raises:
         ValueError: an unsupported suffix, or both ``force`` and ``resume``.
         FileExistsError: the file exists and neither ``force`` nor ``resume``.
+        IsADirectoryError: ``path`` is a folder.
+        PermissionError, NotADirectoryError: see :func:`check_writable`.
     """
     if force and resume:
         raise ValueError("Use either --force or --resume, not both. Received: force=True, resume=True")
     if path is None:
         return
     path = pathlib.Path(path)
-    if path.suffix.lower() not in (".jsonl", ".csv"):
-        raise ValueError(f"The output must end in .jsonl or .csv. Received: output={str(path)!r}")
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"The output must end in {' or '.join(suffixes)}. Received: output={str(path)!r}")
+    if path.is_dir():
+        raise IsADirectoryError(f"The output is a folder, not a file. Received: output={str(path)!r}")
     if path.exists() and path.stat().st_size > 0 and not (force or resume):
         raise FileExistsError(
-            "The output exists: pass --force to overwrite it or --resume to continue it. "
-            f"Received: output={str(path)!r}"
+            f"The output exists: pass --force to overwrite it {hint}. Received: output={str(path)!r}"
         )
+    check_writable(path.parent, "output", path)
+
+
+def check_writable(folder, option, value=None):
+    """Checks that files can be created in ``folder`` (which may not exist yet).
+
+    The nearest existing folder on its path must be a folder the user may write.
+
+    Args:
+        folder: the folder files will be written into.
+        option: the command-line option that names it, for the message.
+        value: that option's value (default: ``folder``).
+
+    Raises:
+        NotADirectoryError: a file is in the way.
+        PermissionError: the folder cannot be written.
+    """
+    value = str(folder if value is None else value)
+    existing = pathlib.Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{existing} is a file, not a folder. Received: {option}={value!r}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"Cannot write into {existing} (permission denied). Received: {option}={value!r}")
 
 
 def drawing_paths(folder, images, videos, relative):
@@ -160,27 +286,34 @@ def collect_inputs(inputs):
     """Splits the command's inputs into image paths and video paths.
 
     Folders are searched recursively for image and video suffixes (sorted, so
-    runs are reproducible); named files are kept whatever their suffix (a bad
-    one is reported when read).
+    runs are reproducible), skipping hidden files and folders (names starting
+    with ``.``); named files are kept whatever their name and suffix (a bad one
+    is reported when read).
 
     Returns:
-        ``(images, videos, relative)``: lists of paths, and for each path its
-        name relative to the folder it was found in (its file name for named
-        files), which places its drawing.
+        ``(images, videos, relative, unreadable)``: lists of paths, for each
+        path its name relative to the folder it was found in (its file name for
+        named files), which places its drawing, and ``(folder, message)`` for
+        each subfolder that could not be listed.
 
     Raises:
-        FileNotFoundError: an input path does not exist.
+        FileNotFoundError: a video input does not exist.
+        PermissionError: an input folder cannot be read.
     """
-    images, videos, relative = [], [], {}
+    images, videos, relative, unreadable = [], [], {}, []
     for name in inputs:
         path = pathlib.Path(name)
         if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            files, bad_folders = _walk(path, name)
+            unreadable += bad_folders
+            for child in files:
                 suffix = child.suffix.lower()
                 if suffix in IMAGE_SUFFIXES:
                     images.append(child)
                 elif suffix in VIDEO_SUFFIXES:
                     videos.append(child)
+                else:
+                    continue
                 relative[child] = child.relative_to(path)
             continue
         relative[path] = pathlib.Path(path.name)
@@ -190,7 +323,65 @@ def collect_inputs(inputs):
             videos.append(path)
         else:
             images.append(path)  # missing images are reported per file, like bad ones
-    return images, videos, relative
+    return images, videos, relative, unreadable
+
+
+def _walk(folder, name):
+    """The files under ``folder`` (sorted, hidden ones left out) and its unlistable subfolders.
+
+    Returns:
+        ``(files, unreadable)``: file paths, and ``(subfolder, message)`` pairs.
+
+    Raises:
+        PermissionError: ``folder`` itself cannot be listed (named ``name``).
+    """
+    unreadable = []
+
+    def failed(error):
+        reason = (error.strerror or str(error)).lower()
+        if pathlib.Path(error.filename) == folder:
+            raise PermissionError(f"Cannot read the folder ({reason}). Received: input={name!r}")
+        unreadable.append((pathlib.Path(error.filename),
+                           f"Cannot read the folder ({reason}). Received: path={error.filename!r}"))
+
+    files = []
+    for root, folders, names in os.walk(folder, onerror=failed):
+        folders[:] = [entry for entry in folders if not entry.startswith(".")]
+        files += [pathlib.Path(root, entry) for entry in names if not entry.startswith(".")]
+    return sorted(path for path in files if path.is_file()), sorted(unreadable)
+
+
+def _report_unreadable_folders(unreadable, writer):
+    """Reports each subfolder that could not be listed as a failed input; returns their count."""
+    failures = 0
+    for folder, message in unreadable:
+        failures += 1
+        print(f"warning: skipped {folder}: {message}", file=sys.stderr)
+        if str(folder) not in writer.done:
+            writer.write_error(str(folder), message)
+    return failures
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """Holds Ctrl-C (SIGINT) back until the block ends, then raises ``KeyboardInterrupt``.
+
+    The results of one input (its output records and its drawing) are written
+    inside such a block, so an interrupted run holds each input whole or not at
+    all. Only the main thread, with Python's default SIGINT handler, defers.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _predict_images(predictor, paths, writer, drawings, args):
@@ -203,24 +394,29 @@ def _predict_images(predictor, paths, writer, drawings, args):
     failures = 0
     progress = _progress(total=len(paths), unit="img", disable=args.no_progress or len(paths) < 2)
     batches = iter(paths)
-    while batch := list(itertools.islice(batches, args.batch_size)):
-        loaded = []
-        for path in batch:
-            try:
-                loaded.append((path, load_image(path)))
-            except (FileNotFoundError, ImageReadError, ValueError) as error:
-                failures += 1
-                print(f"warning: skipped {path}: {error}", file=sys.stderr)
-                writer.write_error(str(path), str(error))
-        if loaded:
-            rgb_images = [image for _, image in loaded]
-            detections = [predictor.detect(image) for image in rgb_images]
-            for (path, image), faces in zip(loaded, predictor.landmarks(rgb_images, detections)):
-                writer.write(str(path), faces)
-                if drawings is not None:
-                    _save_png(draw_faces(image, faces), drawings[path])
-        progress.update(len(batch))
-    progress.close()
+    try:
+        while batch := list(itertools.islice(batches, args.batch_size)):
+            loaded = []
+            for path in batch:
+                try:
+                    loaded.append((path, load_image(path)))
+                except (OSError, ImageReadError, ValueError) as error:
+                    failures += 1
+                    print(f"warning: skipped {path}: {error}", file=sys.stderr)
+                    if str(path) not in writer.done:
+                        writer.write_error(str(path), str(error))
+            if loaded:
+                rgb_images = [image for _, image in loaded]
+                detections = [predictor.detect(image) for image in rgb_images]
+                for (path, image), faces in zip(loaded, predictor.landmarks(rgb_images, detections)):
+                    with uninterrupted():
+                        if drawings is not None:
+                            save_image(draw_faces(image, faces), drawings[path])
+                        if str(path) not in writer.done:  # else rerun for its missing drawing only
+                            writer.write(str(path), faces)
+            progress.update(len(batch))
+    finally:
+        progress.close()
     return failures
 
 
@@ -229,7 +425,10 @@ def predict_video(predictor, path, writer, drawing=None, show_progress=True):
 
     With a face detector, faces are tracked from frame to frame
     (:class:`fpezoo.predictor.FaceTracker`); without one, every frame is a face
-    crop. ``drawing``: path of an annotated MP4 to write, or None.
+    crop. ``drawing``: path of an annotated MP4 to write, or None. The video's
+    records and its drawing are written when its last frame is done, so an
+    interrupted video is left out of the output (and rerun by ``--resume``);
+    a video already in the output is rerun for its missing drawing only.
     """
     import cv2
 
@@ -247,49 +446,63 @@ def predict_video(predictor, path, writer, drawing=None, show_progress=True):
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     video_writer = None
     progress = _progress(total=announced or None, unit="frame", disable=not show_progress)
-    frame_index = 0
-    try:
-        while True:
-            ok, frame_bgr = capture.read()
-            if not ok:
-                break
-            frame = load_image(frame_bgr, bgr=True)
-            faces = predictor.predict(frame) if tracker is None else tracker.update(frame)
-            writer.write(str(path), faces, frame=frame_index)
-            if drawing is not None:
-                if video_writer is None:
-                    drawing.parent.mkdir(parents=True, exist_ok=True)
-                    video_writer = cv2.VideoWriter(str(drawing),
-                                                   cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                                   (frame.shape[1], frame.shape[0]))
-                video_writer.write(np.ascontiguousarray(draw_faces(frame, faces)[..., ::-1]))
-            frame_index += 1
-            progress.update(1)
-    finally:
-        progress.close()
-        capture.release()
-        if video_writer is not None:
-            video_writer.release()
-    if frame_index == 0 or (announced > 0 and frame_index < announced):
-        message = (f"Video ended early: read {frame_index} of {announced} announced frames "
-                   f"(truncated or corrupt file); the frames read are kept. Received: path={str(path)!r}")
-        print(f"warning: {message}", file=sys.stderr)
-        writer.write_error(str(path), message, frame=frame_index)
-        return 1
-    return 0
+    frames = []  # the faces of each frame
+    with contextlib.ExitStack() as staging:
+        try:
+            while True:
+                ok, frame_bgr = capture.read()
+                if not ok:
+                    break
+                frame = load_image(frame_bgr, bgr=True)
+                faces = predictor.predict(frame) if tracker is None else tracker.update(frame)
+                frames.append(faces)
+                if drawing is not None:
+                    if video_writer is None:
+                        staged = staging.enter_context(atomic_output(drawing, force=True))
+                        video_writer = cv2.VideoWriter(str(staged), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                                       (frame.shape[1], frame.shape[0]))
+                    video_writer.write(np.ascontiguousarray(draw_faces(frame, faces)[..., ::-1]))
+                progress.update(1)
+        finally:
+            progress.close()
+            capture.release()
+            if video_writer is not None:
+                video_writer.release()
+        ended_early = not frames or (announced > 0 and len(frames) < announced)
+        record = str(path) not in writer.done
+        with uninterrupted():
+            staging.close()  # the drawing takes its name
+            for frame_index, faces in enumerate(frames if record else ()):
+                writer.write(str(path), faces, frame=frame_index)
+            if ended_early and record:
+                message = (f"Video ended early: read {len(frames)} of {announced} announced frames "
+                           f"(truncated or corrupt file); the frames read are kept. "
+                           f"Received: path={str(path)!r}")
+                print(f"warning: {message}", file=sys.stderr)
+                writer.write_error(str(path), message, frame=len(frames))
+    return int(ended_early)
 
 
 class ResultWriter:
     """Writes results as JSON lines or CSV, or JSON lines to standard output.
 
-    Every record is flushed as it is written, so an interrupted run can resume.
+    A file is written under a temporary name in its folder (holding a copy of
+    the existing file when resuming) and takes its name on :meth:`close`, also
+    when the run was interrupted: write each input's records whole (see
+    :func:`uninterrupted`) and ``--resume`` continues after them. Use the writer
+    as a context manager, or call :meth:`close`.
 
     Args:
         path: ``.jsonl`` or ``.csv`` file (checked by :func:`check_output`), or
             None for standard output.
         num_keypoints: keypoints per face (the CSV columns).
-        resume: append to an existing file; :attr:`done` holds the inputs it
-            already has.
+        resume: continue an existing file; :attr:`done` holds the inputs it
+            already has, :attr:`failed` those of them recorded with an error.
+
+    Attributes:
+        done: sources in the output, earlier ones and those written since.
+        failed: sources of :attr:`done` recorded with an error.
+        inputs_written: the number of sources written by this writer.
     """
 
     CSV_HEAD = ["source", "frame", "face", "x_min", "y_min", "x_max", "y_max", "score", "scheme", "error"]
@@ -297,9 +510,10 @@ class ResultWriter:
     def __init__(self, path, num_keypoints, resume=False):
         self.path = None if path is None else pathlib.Path(path)
         self.num_keypoints = num_keypoints
-        self.done = set()
+        self.done, self.failed, self._written = set(), set(), set()
         self.records_written = 0
         self.faces_written = 0
+        self._staging = contextlib.ExitStack()
         if self.path is None:
             self.format, self._file = "jsonl", sys.stdout
             return
@@ -307,8 +521,10 @@ class ResultWriter:
         appending = resume and self.path.exists() and self.path.stat().st_size > 0
         if appending:
             self._read_done()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a" if appending else "w", newline="", encoding="utf-8")
+        staged = self._staging.enter_context(atomic_output(self.path, force=True))
+        if appending:
+            shutil.copyfile(self.path, staged)
+        self._file = open(staged, "a" if appending else "w", newline="", encoding="utf-8")
         if self.format == "csv":
             self._csv = csv.writer(self._file)
             if not appending:
@@ -320,9 +536,10 @@ class ResultWriter:
             if self.format == "jsonl":
                 for line in file:
                     try:
-                        self.done.add(json.loads(line)["source"])
-                    except (ValueError, KeyError):
-                        continue  # a line cut by an interrupted run
+                        record = json.loads(line)
+                        self._mark(record["source"], "error" in record)
+                    except (ValueError, KeyError, TypeError):
+                        continue  # not a record of fpezoo predict
                 return
             rows = csv.reader(file)
             head = next(rows, [])
@@ -332,10 +549,30 @@ class ResultWriter:
                     f"Cannot resume {self.path}: its columns are for another keypoint count "
                     f"(expected {columns} columns). Received: columns={len(head)}"
                 )
-            self.done.update(row[0] for row in rows if row)
+            error = self.CSV_HEAD.index("error")
+            for row in rows:
+                if row:
+                    self._mark(row[0], len(row) > error and bool(row[error]))
+
+    def _mark(self, source, failed):
+        self.done.add(source)
+        if failed:
+            self.failed.add(source)
+
+    @property
+    def inputs_written(self):
+        return len(self._written)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
     def write(self, source, faces, frame=None):
         """Writes the faces of one image (or video frame)."""
+        self._written.add(source)
+        self._mark(source, False)
         self.records_written += 1
         self.faces_written += len(faces)
         if self.format == "jsonl":
@@ -353,6 +590,8 @@ class ResultWriter:
 
     def write_error(self, source, message, frame=None):
         """Records an input that could not be read (or a video that ended early)."""
+        self._written.add(source)
+        self._mark(source, True)
         if self.format == "jsonl":
             self._write_record({"source": source, "faces": [], "error": message}, frame)
             return
@@ -367,22 +606,29 @@ class ResultWriter:
         self._file.flush()
 
     def close(self):
-        """Closes the file (standard output is only flushed)."""
+        """Closes the file and gives it its name (standard output is only flushed)."""
         if self._file is sys.stdout:
             self._file.flush()
-        else:
-            self._file.close()
+            return
+        self._file.close()
+        self._staging.close()
 
 
 def _blank(value):
     return "" if value is None else value
 
 
-def _save_png(image_rgb, path):
+def save_image(image_rgb, path):
+    """Writes an RGB array as an image file (format from the suffix), never partially.
+
+    The file is written under a temporary name in its folder (created if
+    needed) and renamed (:func:`fpezoo.deploy.convert.atomic_output`);
+    an existing file is replaced.
+    """
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_rgb).save(path)
+    with atomic_output(path, force=True) as staged:
+        Image.fromarray(image_rgb).save(staged)
 
 
 def _progress(**kwargs):
