@@ -1,8 +1,17 @@
 """Writes the training labels of fpezoo's pretrained 68-point weights (``weights/``).
 
-The recipes ``configs/pretrained_*.json`` are :func:`fpezoo.train` configs
-(``fpezoo train CONFIG``) whose data sources are COCO keypoints files this
-script makes from the AFLW crops of ``../shared/data/aflw-crops`` (or MTFL's training faces):
+The 68-point recipes are :func:`fpezoo.train` configs (``fpezoo train CONFIG``)
+whose data sources are COCO keypoints files this script makes from the AFLW
+crops of ``../shared/data/aflw-crops`` (or MTFL's training faces): the base
+``configs/base/ibug68_3ddfa_v2.json`` (which ``configs/fpenet68_w32.json``
+extends) reads ``runs/labels/aflw_crops_3ddfa_v2.json`` and
+``runs/labels/mtfl_3ddfa_v2.json``, files of this kind written with
+``--teacher 3ddfa_v2``; the stage-by-stage recipes of ``fpenet68_w64`` and
+``fan68_1x128`` (``git show 18771d0:configs/NAME.json``, listed by
+``git ls-tree --name-only 18771d0 configs/``) read MediaPipe ones. A file
+holds (described for ``--teacher mediapipe``, the default; ``--teacher
+3ddfa_v2`` reads ``teacher_3ddfa_v2.npz`` and ``teacher_3ddfa_v2_train.npz``
+instead):
 
 * labels: MediaPipe teacher's 68 points (``teacher_mediapipe.npz``) where the
   teacher agrees with itself on the mirrored crop (``flip_disagreement_nme`` at
@@ -35,18 +44,20 @@ With ``--teacher-model`` (distillation: one of our models teaching a lighter
 one, or itself) the file holds instead that model's prediction of all 68 points
 of every face, cropped as the model was registered (or with the recipes'
 ``enlarge``), optionally with test-time flip averaging; a recipe mixes it with
-the file above as a second source (``configs/pretrained_fpenet68_w32_distill.json``).
+the file above as a second source (as the ``*_distill*`` recipes at commit 18771d0 did).
 
 ``fpezoo train`` then splits the faces by image (``fpezoo.training.in_validation_split``)
 to pick the best epoch; AFLW2000-3D is never read.
 
 Usage (the label file is made once; each ``fpezoo train`` resumes when run again)::
 
-    python scripts/train_pretrained.py /work/runs/pretrained_labels/teacher_human68.json \\
+    python scripts/train_pretrained.py runs/labels/aflw_crops_3ddfa_v2.json --teacher 3ddfa_v2 \\
         [--data-root ../shared/data] [--max-flip-disagreement 0.1] [--max-convention-offset 0.02]
-    python scripts/train_pretrained.py /work/runs/pretrained_labels/fpenet68_w64_flip.json \\
+    python scripts/train_pretrained.py runs/labels/mtfl_3ddfa_v2.json --data-set mtfl \\
+        --teacher 3ddfa_v2
+    python scripts/train_pretrained.py runs/labels/fpenet68_w64_flip.json \\
         --teacher-model fpenet68_w64 --teacher-flip-test
-    nice -n 10 fpezoo train configs/pretrained_fpenet68_w32.json
+    nice -n 10 fpezoo train configs/fpenet68_w32.json
 """
 
 import argparse
@@ -288,6 +299,66 @@ def model_labelled(records, model, flip_test=False, progress=True):
     return labelled, int((~finite).sum())
 
 
+# MediaPipe's iris10 points: per eye (image-left eye first) the iris centre, then
+# the iris edge at image right, top, image left and bottom (measured on the
+# teacher's near-frontal AFLW crops). TAO's four pupil points per eye are
+# image left, top, image right, bottom: its flip pairs 0 with the other eye's 2.
+_IRIS10_TO_TAO_PUPILS = (3, 2, 1, 4, 8, 7, 6, 9)
+# AFLW-21's ear points (image-left ear, image-right ear) -> TAO-80's first point of each ear.
+_AFLW21_EARS_TO_TAO80 = {12: 76, 16: 78}
+
+
+def with_tao80_points(records, iris_by_image, human_by_image):
+    """The ibug68 records as TAO-80 records: pupils from MediaPipe's iris points, ears from AFLW.
+
+    The eight pupil points (68-75) come from the MediaPipe teacher's iris edge
+    points where it found the face; TAO-80's ears (76-79) take AFLW's human ear
+    point (one per ear, at 76 and 78) where it is visible. Everything else is
+    unlabelled (visibility 0), so 77 and 79 never supervise.
+
+    Args:
+        records: ibug68 records.
+        iris_by_image: ``{image path: (10, 2) iris10 points}``, NaN where unknown.
+        human_by_image: ``{image path: AFLW-21 record}`` (empty for MTFL).
+
+    Returns:
+        ``(records, counts)``: tao80 records and how many got pupils and ears.
+    """
+    converted, with_pupils, with_ears = [], 0, 0
+    for record in records:
+        keypoints = np.full((80, 2), np.nan, dtype="float32")
+        visibility = np.zeros(80, dtype="float32")
+        keypoints[:68], visibility[:68] = record.keypoints, record.visibility
+        iris = iris_by_image.get(record.image)
+        if iris is not None and np.isfinite(iris).all():
+            keypoints[68:76], visibility[68:76] = iris[list(_IRIS10_TO_TAO_PUPILS)], 1.0
+            with_pupils += 1
+        human = human_by_image.get(record.image)
+        if human is not None:
+            for source, target in _AFLW21_EARS_TO_TAO80.items():
+                if human.visibility[source] > 0:
+                    keypoints[target], visibility[target] = human.keypoints[source], 1.0
+                    with_ears += 1
+        converted.append(dataclasses.replace(record, keypoints=keypoints, visibility=visibility,
+                                             scheme="tao80"))
+    return converted, {"faces_with_pupils": with_pupils, "ear_points": with_ears}
+
+
+def tao80_sources(folder, data_set):
+    """``(iris_by_image, human_by_image)`` of :func:`with_tao80_points` for a data set folder."""
+    from fpezoo.data import readers
+
+    teacher = readers.teacher_file(folder, "mediapipe", data_set)
+    with np.load(teacher) as arrays:
+        iris = arrays["iris10"][:, :, :2]
+    if data_set == "aflw-crops":
+        human = readers.read_aflw_crops(folder)
+        images = [record.image for record in human]
+        return dict(zip(images, iris)), dict(zip(images, human))
+    images = [record.image for record in readers.read_mtfl(folder / "train.txt")]
+    return dict(zip(images, iris)), {}
+
+
 def coco_keypoints(records, image_root):
     """The records as COCO keypoints JSON (:func:`fpezoo.data.readers.read_coco_keypoints`).
 
@@ -372,7 +443,7 @@ def aflw_crops_records(folder, max_flip_disagreement, max_convention_offset=None
 
 def write_labels(output, data_root, max_flip_disagreement, max_convention_offset=None,
                  teacher_model=None, teacher_flip_test=False, even_jaw_spacing=False,
-                 data_set="aflw-crops", teacher="mediapipe"):
+                 data_set="aflw-crops", teacher="mediapipe", scheme="ibug68"):
     """Writes the framed labels of one data set to ``output``; returns their counts.
 
     ``data_set`` is ``"aflw-crops"`` (:func:`aflw_crops_records`) or ``"mtfl"``
@@ -381,7 +452,8 @@ def write_labels(output, data_root, max_flip_disagreement, max_convention_offset
     model instead (:func:`model_labelled`). With ``even_jaw_spacing``, the
     written jaw lines are respaced (:func:`with_evenly_spaced_jaws`); the face
     boxes stay those of the teacher's points. ``teacher`` names the teacher
-    label files (:data:`fpezoo.data.readers.TEACHER_FILES`).
+    label files (:data:`fpezoo.data.readers.TEACHER_FILES`). With ``scheme``
+    ``"tao80"``, pupils and ears are added (:func:`with_tao80_points`).
     """
     folder = pathlib.Path(data_root) / data_set
     if data_set == "aflw-crops":
@@ -404,6 +476,11 @@ def write_labels(output, data_root, max_flip_disagreement, max_convention_offset
                       teacher_labelled_faces=len(records), teacher_failed_faces=failed)
     if even_jaw_spacing:
         records, counts["jaw_respaced_faces"] = with_evenly_spaced_jaws(records)
+    if scheme == "tao80":
+        records, added = with_tao80_points(records, *tao80_sources(folder, data_set))
+        counts.update(added)
+    elif scheme != "ibug68":
+        raise ValueError(f"scheme must be 'ibug68' or 'tao80'. Received: scheme={scheme!r}")
     output = pathlib.Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(coco_keypoints(records, folder)))
@@ -412,7 +489,7 @@ def write_labels(output, data_root, max_flip_disagreement, max_convention_offset
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("output", help="the COCO keypoints file the configs/pretrained_*.json read")
+    parser.add_argument("output", help="the COCO keypoints file a recipe reads (e.g. runs/labels/aflw_crops_3ddfa_v2.json)")
     parser.add_argument("--data-root", default="../shared/data", help="the shared data folder")
     parser.add_argument("--max-flip-disagreement", type=float, default=DEFAULT_MAX_FLIP_DISAGREEMENT,
                         help="teacher points count where their flip disagreement is at most this")
@@ -433,12 +510,15 @@ def main(argv=None):
     parser.add_argument("--teacher", choices=("mediapipe", "3ddfa_v2"), default="mediapipe",
                         help="the teacher whose 68-point label files are used (MediaPipe FaceMesh "
                              "or 3DDFA_V2, see ../shared/data/README.md)")
+    parser.add_argument("--scheme", choices=("ibug68", "tao80"), default="ibug68",
+                        help="tao80 adds TAO's 8 pupil points (MediaPipe's iris points) and its ear "
+                             "points (AFLW's human ears) to the 68")
     args = parser.parse_args(argv)
     if args.teacher_flip_test and args.teacher_model is None:
         parser.error("--teacher-flip-test needs --teacher-model")
     counts = write_labels(args.output, args.data_root, args.max_flip_disagreement,
                           args.max_convention_offset, args.teacher_model, args.teacher_flip_test,
-                          args.even_jaw_spacing, args.data_set, args.teacher)
+                          args.even_jaw_spacing, args.data_set, args.teacher, args.scheme)
     print(json.dumps(counts))
     return 0
 

@@ -1,5 +1,6 @@
 """fpezoo.train, its config, the schedules and resuming a killed run."""
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -147,9 +148,11 @@ def test_every_recipe_in_configs_is_a_valid_training_config(path):
 
 
 def test_every_recipe_the_cards_and_readme_name_exists():
+    # A name after a commit, `git show 18771d0:configs/NAME.json`, is one git keeps: skipped.
     documents = sorted((PROJECT_ROOT / "weights").glob("*.md")) + [PROJECT_ROOT / "README.md"]
     named = {(document.name, match) for document in documents
-             for match in re.findall(r"configs/[\w*.-]+\.json", document.read_text(encoding="utf-8"))}
+             for match in re.findall(r"(?<![0-9a-f]{7}:)configs/[\w*.-]+\.json",
+                                     document.read_text(encoding="utf-8"))}
     assert any(document == "README.md" for document, _ in named)
     missing = [(document, pattern) for document, pattern in sorted(named)
                if not list(PROJECT_ROOT.glob(pattern))]
@@ -701,3 +704,33 @@ def test_train_command_on_real_mixed_sources(shared_data, tmp_path):
     history = training.read_history(tmp_path / "run")
     assert all(math.isfinite(float(row["val_loss"])) for row in history)
     assert (tmp_path / "run" / "best.weights.h5").is_file()
+
+
+def test_tao80_labels_put_iris_points_where_taos_flip_pairs_expect_them():
+    """Pupils from MediaPipe's iris10 order, ears from AFLW: a mirrored face maps onto itself."""
+    from fpezoo import schemes
+
+    script = _label_script()
+    width = 101.0  # mirror axis x = 50
+    # iris10 as MediaPipe gives it: per eye (image-left first) centre, right, top, left, bottom.
+    left_eye, right_eye = np.array([35.0, 40.0]), np.array([65.0, 40.0])
+    ring = np.array([[0, 0], [3, 0], [0, -3], [-3, 0], [0, 3]], dtype="float32")
+    iris = np.concatenate([left_eye + ring, right_eye + ring])
+    ibug = np.random.default_rng(0).uniform(20, 80, (68, 2)).astype("float32")
+    record = LandmarkRecord(image=pathlib.Path("a.jpg"), keypoints=ibug, visibility=np.ones(68, "float32"),
+                            box=(0.0, 0.0, width, width), scheme="ibug68", source="test")
+    human = np.full((21, 2), np.nan, dtype="float32")
+    human[12], human[16] = (10.0, 50.0), (90.0, 50.0)
+    human_visibility = np.zeros(21, "float32")
+    human_visibility[[12, 16]] = 1.0
+    human_record = dataclasses.replace(record, keypoints=human, visibility=human_visibility, scheme="aflw21")
+    (labelled,), counts = script.with_tao80_points([record], {record.image: iris},
+                                                   {record.image: human_record})
+    assert counts == {"faces_with_pupils": 1, "ear_points": 2} and labelled.scheme == "tao80"
+    np.testing.assert_array_equal(labelled.visibility[68:], [1] * 8 + [1, 0, 1, 0])
+    np.testing.assert_array_equal(labelled.keypoints[68:72], left_eye + ring[[3, 2, 1, 4]])
+    pupils = labelled.keypoints[68:80]
+    mirrored = np.stack([width - 1 - pupils[:, 0], pupils[:, 1]], axis=1)
+    permutation = np.asarray(schemes.get_scheme("tao80").flip_permutation[68:]) - 68
+    seen = labelled.visibility[68:] > 0
+    np.testing.assert_allclose(mirrored[permutation][seen], pupils[seen])
