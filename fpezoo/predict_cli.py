@@ -297,7 +297,8 @@ def collect_inputs(inputs):
         each subfolder that could not be listed.
 
     Raises:
-        FileNotFoundError: a video input does not exist.
+        FileNotFoundError: a video input does not exist, or the inputs are
+            folders without an image or a video.
         PermissionError: an input folder cannot be read.
     """
     images, videos, relative, unreadable = [], [], {}, []
@@ -323,6 +324,11 @@ def collect_inputs(inputs):
             videos.append(path)
         else:
             images.append(path)  # missing images are reported per file, like bad ones
+    if not (images or videos or unreadable):
+        raise FileNotFoundError(
+            f"No image or video found in the input folder(s) (hidden files are skipped unless named). "
+            f"Received: inputs={list(map(str, inputs))}"
+        )
     return images, videos, relative, unreadable
 
 
