@@ -2,12 +2,28 @@
 
 Each subcommand lives in the module that implements it; that module exposes
 ``configure_parser(parser)`` and ``run(args) -> int``. Modules are imported only
-when their subcommand runs.
+when their subcommand runs, so ``fpezoo --help``, ``fpezoo --version`` and
+``fpezoo card`` start without TensorFlow.
+
+TensorFlow, absl and LiteRT write start-up and runtime logs straight to the
+process's standard error (``oneDNN custom operations are on``, ``failed call to
+cuInit``, ``Created TensorFlow Lite XNNPACK delegate``), some before any
+setting can silence them. Unless ``--verbose`` is given, the command sets
+``TF_CPP_MIN_LOG_LEVEL=3`` (when unset) before TensorFlow loads and drops those
+lines from standard error (:func:`quiet_native_logs`); everything else written
+there passes through.
 """
 
 import argparse
+import contextlib
 import importlib
+import os
+import re
+import select
 import sys
+import threading
+
+from fpezoo import __version__
 
 # Subcommand -> (module, one-line help).
 SUBCOMMANDS = {
@@ -19,28 +35,105 @@ SUBCOMMANDS = {
     "benchmark": ("fpezoo.benchmarking", "measure inference speed"),
     "card": ("fpezoo.weights", "show the model card of registered weights"),
 }
+VERBOSE_HELP = "show TensorFlow's, absl's and LiteRT's own log lines on standard error"
+# Lines of native loggers dropped from standard error without --verbose: absl / glog
+# lines ("I0000 00:00:1796651427.411313    7039 port.cc:153] ...": before absl logging is
+# initialised its clock reads seconds since 1970), absl's notice that logging is not
+# initialised, and LiteRT's start-up notices.
+# An unterminated line is held this long for its end (LiteRT writes "INFO: " and
+# its message separately); a progress bar's line goes on after it.
+PARTIAL_LINE_WAIT_S = 0.1
+NATIVE_LOG_LINE = re.compile(
+    rb"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.\-]+:\d+\] "
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    rb"|INFO: Created TensorFlow Lite \w+ delegate for \w+\."
+    rb"|INFO: Initialized TensorFlow Lite runtime\."
+)
 
 
 def build_parser(subcommands=SUBCOMMANDS):
-    parser = argparse.ArgumentParser(prog="fpezoo", description=__doc__.splitlines()[0])
+    """The top-level parser: ``--version``, ``--verbose`` and one subparser per subcommand.
+
+    The subparsers take no options of their own (``add_help=False``): the
+    subcommand's module declares them once it is imported (see :func:`main`).
+    """
+    parser = argparse.ArgumentParser(prog="fpezoo", description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"fpezoo {__version__}")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (module_name, help_text) in subcommands.items():
-        sub_parser = sub.add_parser(name, help=help_text)
-        sub_parser.set_defaults(_module=module_name)
+    for name, (_, help_text) in subcommands.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv=None):
+    """Runs ``fpezoo [--verbose] COMMAND [options]``; returns the exit code.
+
+    ``--verbose`` is taken before or after the subcommand.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    # First pass finds the subcommand; its module then declares its own options.
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
-        parser.parse_args(argv)
-    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
-    sub_parser = argparse.ArgumentParser(prog=f"fpezoo {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
-    module.configure_parser(sub_parser)
-    args = sub_parser.parse_args(argv[1:])
-    return module.run(args)
+    args, rest = build_parser().parse_known_args(argv)
+    verbose = args.verbose or "--verbose" in rest
+    with contextlib.nullcontext() if verbose else quiet_native_logs():
+        module_name, help_text = SUBCOMMANDS[args.command]
+        module = importlib.import_module(module_name)
+        sub_parser = argparse.ArgumentParser(prog=f"fpezoo {args.command}", description=help_text)
+        sub_parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+        module.configure_parser(sub_parser)
+        return module.run(sub_parser.parse_args(rest))
+
+
+@contextlib.contextmanager
+def quiet_native_logs():
+    """Silences TensorFlow's, absl's and LiteRT's log lines on standard error for the block.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` is set to 3 when unset (it must be set before
+    TensorFlow loads, and silences its logs once absl logging is initialised).
+    The lines written before that (absl's ``All log messages before
+    absl::InitializeLog()``, ``oneDNN custom operations are on``...) and LiteRT's
+    notices bypass it, so file descriptor 2 is also routed through a pipe whose
+    reader drops the lines :data:`NATIVE_LOG_LINE` matches and passes every other
+    byte on (a partial line, e.g. a progress bar, after :data:`PARTIAL_LINE_WAIT_S`).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    reader = threading.Thread(target=_forward_unlogged, args=(read_end, os.dup(original)),
+                              name="fpezoo-stderr-filter", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)  # closes the pipe's last write end: the reader sees its end
+        os.close(original)
+        reader.join(timeout=1)
+
+
+def _forward_unlogged(read_end, target):
+    """Copies ``read_end`` to ``target`` without native log lines; closes both at the end."""
+    pending = b""
+    with open(read_end, "rb", buffering=0) as source, open(target, "wb", buffering=0) as sink:
+        while True:
+            if pending and not select.select([source], [], [], PARTIAL_LINE_WAIT_S)[0]:
+                # No more of this line for now: unless it is a log line, it goes on.
+                if not NATIVE_LOG_LINE.match(pending):
+                    sink.write(pending)
+                    pending = b""
+                continue
+            chunk = source.read(65536)
+            if not chunk:
+                break
+            lines = (pending + chunk).splitlines(keepends=True)
+            pending = lines.pop() if not lines[-1].endswith((b"\n", b"\r")) else b""
+            kept = b"".join(line for line in lines if not NATIVE_LOG_LINE.match(line))
+            if kept:
+                sink.write(kept)
+        if pending and not NATIVE_LOG_LINE.match(pending):
+            sink.write(pending)
 
 
 if __name__ == "__main__":

@@ -903,6 +903,7 @@ def train(config, train_data=None, validation_data=None, callbacks=None, num_tra
             train_dataset,
             epochs=config["epochs"],
             steps_per_epoch=steps_per_epoch,
+            shuffle=False,  # the tf.data pipeline shuffles; Keras warns it ignores its default True
             validation_data=validation_dataset,
             validation_steps=config["validation_steps"],
             callbacks=own_callbacks + list(callbacks or []),

@@ -932,10 +932,15 @@ def _batch_argument(text):
 
 
 def main(argv=None):
-    """Entry point of the ``fpezoo-convert`` console script."""
+    """Entry point of the ``fpezoo-convert`` console script (quiet as ``fpezoo convert``)."""
+    from fpezoo.cli import VERBOSE_HELP, quiet_native_logs
+
     parser = argparse.ArgumentParser(prog="fpezoo-convert", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     configure_parser(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    with contextlib.nullcontext() if args.verbose else quiet_native_logs():
+        return run(args)
 
 
 if __name__ == "__main__":
