@@ -487,9 +487,31 @@ def write_labels(output, data_root, max_flip_disagreement, max_convention_offset
     return counts
 
 
+# The label files the recipes of configs/ read (runs/labels/NAME), with write_labels' options:
+# 3DDFA_V2 teacher points where its flip disagreement is at most 0.3, AFLW's human points
+# replacing them where present.
+RECIPE_LABELS = {
+    "aflw_crops_3ddfa_v2.json": {"teacher": "3ddfa_v2", "max_flip_disagreement": 0.3},
+    "mtfl_3ddfa_v2.json": {"teacher": "3ddfa_v2", "max_flip_disagreement": 0.3, "data_set": "mtfl"},
+    "aflw_crops_3ddfa_v2_tao80.json": {"teacher": "3ddfa_v2", "max_flip_disagreement": 0.3,
+                                       "scheme": "tao80"},
+    "mtfl_3ddfa_v2_tao80.json": {"teacher": "3ddfa_v2", "max_flip_disagreement": 0.3, "data_set": "mtfl",
+                                 "scheme": "tao80"},
+}
+
+
+def write_recipe_labels(folder, data_root):
+    """Writes every file of :data:`RECIPE_LABELS` into ``folder``; returns ``{name: counts}``."""
+    return {name: write_labels(pathlib.Path(folder) / name, data_root, **options)
+            for name, options in RECIPE_LABELS.items()}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("output", help="the COCO keypoints file a recipe reads (e.g. runs/labels/aflw_crops_3ddfa_v2.json)")
+    parser.add_argument("output", help="the COCO keypoints file a recipe reads (e.g. runs/labels/aflw_crops_3ddfa_v2.json), "
+                                       "or with --recipe-labels the folder (runs/labels)")
+    parser.add_argument("--recipe-labels", action="store_true",
+                        help="write every label file the recipes of configs/ read into the folder OUTPUT")
     parser.add_argument("--data-root", default="../shared/data", help="the shared data folder")
     parser.add_argument("--max-flip-disagreement", type=float, default=DEFAULT_MAX_FLIP_DISAGREEMENT,
                         help="teacher points count where their flip disagreement is at most this")
@@ -516,6 +538,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.teacher_flip_test and args.teacher_model is None:
         parser.error("--teacher-flip-test needs --teacher-model")
+    if args.recipe_labels:
+        print(json.dumps(write_recipe_labels(args.output, args.data_root)))
+        return 0
     counts = write_labels(args.output, args.data_root, args.max_flip_disagreement,
                           args.max_convention_offset, args.teacher_model, args.teacher_flip_test,
                           args.even_jaw_spacing, args.data_set, args.teacher, args.scheme)

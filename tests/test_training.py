@@ -734,3 +734,12 @@ def test_tao80_labels_put_iris_points_where_taos_flip_pairs_expect_them():
     permutation = np.asarray(schemes.get_scheme("tao80").flip_permutation[68:]) - 68
     seen = labelled.visibility[68:] > 0
     np.testing.assert_allclose(mirrored[permutation][seen], pupils[seen])
+
+
+def test_every_label_file_the_recipes_read_is_written_by_the_recipe_labels_command():
+    """``python scripts/train_pretrained.py runs/labels --recipe-labels`` writes each file configs/ reads."""
+    script = _label_script()
+    named = set()
+    for path in (PROJECT_ROOT / "configs").rglob("*.json"):
+        named.update(re.findall(r'runs/labels/([\w.-]+\.json)"', path.read_text(encoding="utf-8")))
+    assert named and named <= set(script.RECIPE_LABELS), named - set(script.RECIPE_LABELS)
