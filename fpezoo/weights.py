@@ -29,10 +29,10 @@ crop.
 Weights files are Keras ``.weights.h5`` files (``model.save_weights``). A file
 loaded by path can be checked with ``sha256=`` (its full hex digest); files that
 HDF5 cannot read, or that hold NaN or infinite values, fail with an error naming
-the file. They are matched to a model layer by layer name, so weights trained for another keypoint
-count load into every layer but the keypoint head (``keypoint_head`` and the
-``keypoint_head_*`` layers of families with several), which starts fresh (with a
-warning that names the layers).
+the file. They are matched to a model layer by layer name, so weights trained
+for another keypoint count load into every layer but the keypoint head
+(``keypoint_head`` and the ``keypoint_head_*`` layers of families with several),
+which starts fresh (with a warning that names the layers).
 
 A name may pin the weights it means by a prefix (8 or more hex digits) of their
 sha256: ``"fpenet68_w32@sha256:0199d41e"``. Recipes that start from registered
