@@ -3,7 +3,7 @@
 Every builder in ``fpezoo.models`` follows the keras.applications pattern::
 
     model = Builder(num_keypoints=..., weights=None, input_shape=None,
-                    input_tensor=None, include_preprocessing=..., name=...)
+                    input_tensor=None, include_preprocessing=..., name=..., sha256=None)
 
 and returns a :class:`LandmarkModel` whose outputs are
 ``[keypoints (N, K, 2) in input-tensor pixels, confidence (N, K)]``. The helpers
