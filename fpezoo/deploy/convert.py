@@ -27,7 +27,7 @@ Every export takes the model's input tensor, named ``images``: a batch of face
 crops (N, H, W, C) of raw 0-255 values, and returns ``keypoints`` (N, K, 2) in
 the crop's pixels and ``confidence`` (N, K): the preprocessing and decoding
 layers of the Keras model are part of the exported graph. ONNX and LiteRT files
-(and the ONNX model of TensorRT and Triton exports) record the crop they expect:
+(and the ONNX model of a Triton repository) record the crop they expect:
 keypoint scheme, framing, input size and colour, and the source weights' sha256
 (:mod:`fpezoo.deploy.metadata`, :func:`export_metadata`), which
 ``fpezoo evaluate`` reads.
