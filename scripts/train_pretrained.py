@@ -3,10 +3,12 @@
 The 68-point recipes are :func:`fpezoo.train` configs (``fpezoo train CONFIG``)
 whose data sources are COCO keypoints files this script makes from the AFLW
 crops of ``../shared/data/aflw-crops`` (or MTFL's training faces): the base
-``configs/base/ibug68_3ddfa_v2.json`` (which ``configs/fpenet68_w32.json``
-extends) reads ``runs/labels/aflw_crops_3ddfa_v2.json`` and
-``runs/labels/mtfl_3ddfa_v2.json``, files of this kind written with
-``--teacher 3ddfa_v2``; the stage-by-stage recipes of ``fpenet68_w64`` and
+``configs/base/ibug68_3ddfa_v2.json`` (which ``configs/fpenet68_w32.json`` and
+``configs/fpenet68_w64.json`` extend) reads ``runs/labels/aflw_crops_3ddfa_v2.json``
+and ``runs/labels/mtfl_3ddfa_v2.json``; ``python scripts/train_pretrained.py
+runs/labels --recipe-labels`` writes them and every other file a recipe of
+``configs/`` reads (:data:`RECIPE_LABELS`: ``--teacher 3ddfa_v2``,
+``--max-flip-disagreement 0.3``). The stage-by-stage recipes of ``fpenet68_w64`` and
 ``fan68_1x128`` (``git show 18771d0:configs/NAME.json``, listed by
 ``git ls-tree --name-only 18771d0 configs/``) read MediaPipe ones. A file
 holds (described for ``--teacher mediapipe``, the default; ``--teacher
@@ -51,10 +53,9 @@ to pick the best epoch; AFLW2000-3D is never read.
 
 Usage (the label file is made once; each ``fpezoo train`` resumes when run again)::
 
-    python scripts/train_pretrained.py runs/labels/aflw_crops_3ddfa_v2.json --teacher 3ddfa_v2 \\
+    python scripts/train_pretrained.py runs/labels --recipe-labels   # every file configs/ reads
+    python scripts/train_pretrained.py runs/labels/teacher_human68.json \\
         [--data-root ../shared/data] [--max-flip-disagreement 0.1] [--max-convention-offset 0.02]
-    python scripts/train_pretrained.py runs/labels/mtfl_3ddfa_v2.json --data-set mtfl \\
-        --teacher 3ddfa_v2
     python scripts/train_pretrained.py runs/labels/fpenet68_w64_flip.json \\
         --teacher-model fpenet68_w64 --teacher-flip-test
     nice -n 10 fpezoo train configs/fpenet68_w32.json

@@ -1,8 +1,10 @@
 """Exports and scores the 5-point RetailLandmarks5 weights ``retail5_mtfl`` on MTFL test.
 
 The weights ``retail5_mtfl`` (``weights/retail5_mtfl.md``) come from the recipes
-``configs/retail5_mtfl.json`` and ``configs/retail5_mtfl_stage2.json``, run by
-``fpezoo train`` (:mod:`fpezoo.training`). The network is
+``configs/retail5_mtfl.json`` and ``configs/retail5_mtfl_stage2.json`` (which
+``extends`` the first), run by ``fpezoo train`` (:mod:`fpezoo.training`); their
+paths are relative to ``configs/`` or start with ``$FPEZOO_DATA/``, and the runs
+go to ``runs/retail5`` and ``runs/retail5_stage2`` of the project folder. The network is
 :func:`fpezoo.RetailLandmarks5` (the architecture of OpenVINO's
 landmarks-regression-retail-0009: 48x48 BGR 0-255 input, 190,616 parameters,
 0.0207 GFLOPs).
@@ -35,7 +37,7 @@ Usage::
 
     nice -n 10 fpezoo train configs/retail5_mtfl.json
     nice -n 10 fpezoo train configs/retail5_mtfl_stage2.json
-    python scripts/train_retail5.py export /work/runs/retail5_stage2/best.weights.h5 \\
+    python scripts/train_retail5.py export runs/retail5_stage2/best.weights.h5 \\
         weights/retail5_mtfl.weights.h5
     python scripts/train_retail5.py evaluate retail5_mtfl
     python scripts/train_retail5.py evaluate \\
