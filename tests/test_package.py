@@ -18,6 +18,11 @@ def test_public_names_resolve_lazily():
         _ = fpezoo.nope
 
 
+def test_version_is_the_packaged_one():
+    # `fpezoo --version` prints fpezoo.__version__; setup.py holds the version pip installs.
+    assert f'version="{fpezoo.__version__}"' in (ROOT / "setup.py").read_text()
+
+
 def test_no_tensorflow_addons_dependency():
     for path in [ROOT / "setup.py", *ROOT.joinpath("fpezoo").rglob("*.py")]:
         assert "tensorflow_addons" not in path.read_text() and "tensorflow-addons" not in path.read_text(), path
