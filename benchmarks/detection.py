@@ -162,6 +162,7 @@ def run(detector, samples):
 
 
 DETECTOR_FACTORIES = {
+    "blazeface": lambda: detection.BlazeFaceDetector(),
     "mtcnn": lambda: detection.MTCNNDetector(),
     "dlib": lambda: detection.DlibHOGDetector(upsample=1),
     "lbp": lambda: detection.LBPCascadeDetector(),

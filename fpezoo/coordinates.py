@@ -43,3 +43,67 @@ def _xy_scale(src_hw, dst_hw):
         [ops.cast(dst_w, "float32") / ops.cast(src_w, "float32"),
          ops.cast(dst_h, "float32") / ops.cast(src_h, "float32")]
     )
+
+
+def rotation_transform(angle, centre):
+    """The 2x3 affine matrix turning points by ``angle`` degrees about ``centre``.
+
+    With y pointing down, a positive angle turns points clockwise on screen:
+    ``p' = centre + R(angle) @ (p - centre)``, ``R = [[cos, -sin], [sin, cos]]``.
+    The roll of a face (:func:`roll_from_eyes`) uses the same sign, so turning
+    an image by ``-roll`` about a face's centre sets that face upright.
+
+    Args:
+        angle: degrees.
+        centre: ``(x, y)`` in pixels.
+
+    Returns:
+        float64 ``(2, 3)`` array.
+    """
+    radians = np.radians(float(angle))
+    cos, sin = np.cos(radians), np.sin(radians)
+    rotation = np.array([[cos, -sin], [sin, cos]])
+    centre = np.asarray(centre, dtype="float64").reshape(2)
+    return np.hstack([rotation, (centre - rotation @ centre)[:, None]])
+
+
+def quarter_turn_transform(turns, image_hw):
+    """The 2x3 matrix from pixels of an image to pixels of ``np.rot90(image, turns)``.
+
+    ``np.rot90`` turns an image counter-clockwise on screen by ``90 * turns``
+    degrees; this maps pixel centres exactly (a ``W x H`` image becomes
+    ``H x W`` for odd ``turns``).
+
+    Args:
+        turns: number of quarter turns (any integer; taken modulo 4).
+        image_hw: ``(height, width)`` of the image before turning.
+
+    Returns:
+        float64 ``(2, 3)`` array.
+    """
+    height, width = image_hw
+    turns = int(turns) % 4
+    # One counter-clockwise quarter turn maps (x, y) to (y, W - 1 - x).
+    matrix = np.eye(3)
+    for _ in range(turns):
+        step = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, width - 1.0], [0.0, 0.0, 1.0]])
+        matrix = step @ matrix
+        height, width = width, height
+    return matrix[:2]
+
+
+def roll_from_eyes(left_eye, right_eye):
+    """In-plane rotation (roll) of a face from its eye centres, in degrees.
+
+    Args:
+        left_eye: ``(..., 2)`` centre of the eye that is on the image left when
+            the face is upright.
+        right_eye: ``(..., 2)`` centre of the other eye.
+
+    Returns:
+        Degrees in ``(-180, 180]``: 0 for level eyes, positive when the face is
+        turned clockwise on screen (the image-right eye lower, the sign of
+        :class:`fpezoo.geometry.HeadPose`'s roll), 180 for a face upside down.
+    """
+    delta = np.asarray(right_eye, dtype="float64") - np.asarray(left_eye, dtype="float64")
+    return np.degrees(np.arctan2(delta[..., 1], delta[..., 0]))

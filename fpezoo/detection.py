@@ -1,8 +1,15 @@
 """Offline face detectors for the landmark predictor.
 
-Nothing is downloaded: every detector here runs on weights that ship inside a
-package from PyPI.
+Nothing is downloaded: every detector here runs on weights that ship inside
+fpezoo or inside a package from PyPI.
 
+* :class:`BlazeFaceDetector` (the default) is MediaPipe's short-range face
+  detector, ``face_detection_short_range.tflite`` (Apache-2.0, bundled in
+  ``fpezoo/assets``), run with LiteRT on one thread (``pip install
+  ai-edge-litert``; no TensorFlow): a box, a score and 6 points per face (eyes,
+  nose tip, mouth centre, ears). Bazarevsky et al., "BlazeFace: Sub-millisecond
+  Neural Face Detection on Mobile GPUs", CVPR Workshops 2019
+  (https://arxiv.org/abs/1907.05047).
 * :class:`MTCNNDetector` (``pip install mtcnn``, MIT; TensorFlow, weights in the
   wheel) gives a box, a score and 5 points per face. Zhang et al., "Joint Face
   Detection and Alignment using Multi-task Cascaded Convolutional Networks",
@@ -33,18 +40,26 @@ test crops, and milliseconds per image).
 
 import abc
 import math
+import pathlib
 from typing import NamedTuple, Optional
 
 import numpy as np
 
 from fpezoo.coordinates import rescale_points
 
-DEFAULT_DETECTOR = "mtcnn"
+DEFAULT_DETECTOR = "blazeface"
 # Images are searched for faces at this longest side at most (a 20000x20000
 # photo is detected on a downscaled copy; the landmarks use the full image).
 DEFAULT_MAX_DETECTION_SIDE = 1280
-# Names of MTCNN's five points, in the order of Detection.points.
+# Names of MTCNN's five points, in the order of Detection.points ("left" is the
+# image left of an upright face).
 FIVE_POINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+# Names of BlazeFace's six points, in the order of Detection.points.
+BLAZEFACE_POINT_NAMES = ("left_eye", "right_eye", "nose", "mouth", "left_ear", "right_ear")
+# Detections of one face overlap at least this much (IoU); the NMS threshold
+# of MediaPipe's face detection graph.
+NMS_IOU_THRESHOLD = 0.3
+BLAZEFACE_MODEL = pathlib.Path(__file__).parent / "assets" / "face_detection_short_range.tflite"
 
 
 class Detection(NamedTuple):
@@ -53,9 +68,11 @@ class Detection(NamedTuple):
     Attributes:
         box: ``(x_min, y_min, x_max, y_max)`` in pixel-corner units.
         score: the detector's confidence (its own scale: a probability for
-            MTCNN, an SVM margin for dlib, a boosting level weight for Haar).
-        points: optional ``(5, 2)`` float array of eye centres, nose tip and
-            mouth corners (image-left first), or None.
+            MTCNN and BlazeFace, an SVM margin for dlib).
+        points: optional ``(P, 2)`` float array whose first two points are the
+            eye centres (the image-left eye of the upright face first; they
+            give the face's roll), e.g. MTCNN's :data:`FIVE_POINT_NAMES` or
+            BlazeFace's :data:`BLAZEFACE_POINT_NAMES`; or None.
     """
 
     box: tuple
@@ -73,10 +90,18 @@ class FaceDetector(abc.ABC):
             (which training crops are cut around): centre offsets in box
             widths / heights and size ratios, medians measured on AFLW2000-3D
             by ``benchmarks/detection.py``; None when not measured.
+        rotation_search: how :class:`fpezoo.LandmarkDetector` searches quarter
+            turns of still images with ``rotations="auto"``: ``"best"`` (all
+            four turns, for fast detectors) or ``"fallback"`` (only when no
+            face is found upright).
+        turned_min_score: detections in quarter-turned images need at least
+            this score (None: the detector's own threshold).
     """
 
     name = "detector"
     landmark_box_calibration = None
+    rotation_search = "fallback"
+    turned_min_score = None
 
     @abc.abstractmethod
     def detect(self, image_rgb):
@@ -91,6 +116,98 @@ class FaceDetector(abc.ABC):
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+class BlazeFaceDetector(FaceDetector):
+    """MediaPipe's BlazeFace short-range detector run with LiteRT (boxes, scores, 6 points).
+
+    The image is padded to a square (black, right and bottom), resized to the
+    model's 128x128 input, and the 896 anchor predictions are decoded and merged
+    by weighted non-maximum suppression, as MediaPipe's face detection graph
+    does (``face_detection_short_range.pbtxt``). The model was trained on
+    faces that fill a good part of the picture (selfies, portraits): faces
+    smaller than about a tenth of the image's longer side are missed.
+
+    Args:
+        min_score: detections below this score (a probability) are dropped.
+        iou_threshold: overlapping predictions above this IoU are merged.
+        num_threads: LiteRT interpreter threads.
+    """
+
+    name = "blazeface"
+    # python benchmarks/detection.py --detectors blazeface --count 300 (AFLW2000-3D, 298 matched faces).
+    landmark_box_calibration = (0.000, 0.054, 0.946, 0.916)
+    # It finds faces lying on their side or upside down with eye points as if
+    # upright, scoring them lower than in the right turn, and is fast: the
+    # predictor searches all four turns. Turned images add false alarms
+    # (bodies, hair) scoring 0.5-0.7: there a face needs a higher score.
+    rotation_search = "best"
+    turned_min_score = 0.75
+    # MediaPipe's SSD anchors for this model: strides 8, 16, 16, 16 on a 128x128
+    # input, two anchors per cell and stride (ssd_anchors_calculator).
+    _INPUT_SIDE = 128
+    _STRIDES_AND_ANCHORS = ((8, 2), (16, 6))
+
+    def __init__(self, min_score=0.5, iou_threshold=NMS_IOU_THRESHOLD, num_threads=1):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as error:
+            raise ImportError(
+                "BlazeFaceDetector runs with LiteRT: pip install ai-edge-litert "
+                "(or pip install fpezoo[export])."
+            ) from error
+        if not 0 <= min_score <= 1:
+            raise ValueError(f"`min_score` must be in [0, 1]. Received: min_score={min_score!r}")
+        if not 0 < iou_threshold <= 1:
+            raise ValueError(f"`iou_threshold` must be in (0, 1]. Received: iou_threshold={iou_threshold!r}")
+        self.min_score = float(min_score)
+        self.iou_threshold = float(iou_threshold)
+        self._interpreter = Interpreter(model_path=str(BLAZEFACE_MODEL), num_threads=int(num_threads))
+        self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        outputs = {d["shape"][-1]: d["index"] for d in self._interpreter.get_output_details()}
+        self._regressors, self._scores = outputs[16], outputs[1]
+        self._anchors = self._make_anchors()
+
+    @classmethod
+    def _make_anchors(cls):
+        """``(896, 2)`` anchor centres in units of the input side."""
+        anchors = []
+        for stride, per_cell in cls._STRIDES_AND_ANCHORS:
+            cells = cls._INPUT_SIDE // stride
+            centres = (np.arange(cells) + 0.5) / cells
+            grid_x, grid_y = np.meshgrid(centres, centres)
+            anchors.append(np.repeat(np.stack([grid_x.ravel(), grid_y.ravel()], axis=1), per_cell, axis=0))
+        return np.concatenate(anchors).astype("float32")
+
+    def detect(self, image_rgb):
+        import cv2
+
+        image_rgb = _check_rgb(image_rgb)
+        height, width = image_rgb.shape[:2]
+        side = max(height, width)
+        square = np.zeros((side, side, 3), np.uint8)
+        square[:height, :width] = image_rgb
+        interpolation = cv2.INTER_AREA if side > self._INPUT_SIDE else cv2.INTER_LINEAR
+        small = cv2.resize(square, (self._INPUT_SIDE, self._INPUT_SIDE), interpolation=interpolation)
+        self._interpreter.set_tensor(self._input, (small.astype("float32") / 127.5 - 1.0)[None])
+        self._interpreter.invoke()
+        raw = self._interpreter.get_tensor(self._regressors)[0]
+        logits = np.clip(self._interpreter.get_tensor(self._scores)[0, :, 0], -80.0, 80.0)
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        keep = scores >= self.min_score
+        if not keep.any():
+            return []
+        raw, anchors, scores = raw[keep] / self._INPUT_SIDE, self._anchors[keep], scores[keep]
+        # Offsets and sizes are in input pixels, relative to the anchor centre;
+        # unit coordinates of the padded square are pixel-corner units / side.
+        centres = raw[:, :2] + anchors
+        boxes = np.concatenate([centres - raw[:, 2:4] / 2, centres + raw[:, 2:4] / 2], axis=1) * side
+        points = (raw[:, 4:].reshape(-1, 6, 2) + anchors[:, None]) * side - 0.5
+        return non_max_suppression(boxes, scores, self.iou_threshold, points=points, weighted=True)
+
+    def __repr__(self):
+        return f"BlazeFaceDetector(min_score={self.min_score}, iou_threshold={self.iou_threshold})"
 
 
 class MTCNNDetector(FaceDetector):
@@ -267,17 +384,17 @@ class HaarCascadeDetector(FaceDetector):
         ]
 
 
-DETECTORS = {"mtcnn": MTCNNDetector, "dlib": DlibHOGDetector, "lbp": LBPCascadeDetector,
-             "haar": HaarCascadeDetector}
+DETECTORS = {"blazeface": BlazeFaceDetector, "mtcnn": MTCNNDetector, "dlib": DlibHOGDetector,
+             "lbp": LBPCascadeDetector, "haar": HaarCascadeDetector}
 
 
 def get_detector(detector="default"):
     """Resolves a detector argument.
 
     Args:
-        detector: ``"default"`` (:data:`DEFAULT_DETECTOR`), a name among
-            ``"mtcnn"``, ``"dlib"``, ``"lbp"``, ``"haar"``, an object with a ``detect``
-            method, or None (no detection: each image is one face crop).
+        detector: ``"default"`` (:data:`DEFAULT_DETECTOR`), a name of
+            :data:`DETECTORS`, an object with a ``detect`` method, or None (no
+            detection: each image is one face crop).
 
     Returns:
         A detector object, or None.
@@ -294,24 +411,85 @@ def get_detector(detector="default"):
     )
 
 
-def landmark_box(box, calibration):
-    """Maps a detector box to the box its face's landmarks would have.
+def non_max_suppression(boxes, scores, iou_threshold, points=None, weighted=False):
+    """Keeps one detection per group of overlapping boxes.
+
+    Boxes are taken in decreasing score order; every remaining box whose IoU
+    with the taken one exceeds ``iou_threshold`` joins its group. Plain NMS
+    keeps the taken box; weighted NMS (MediaPipe's ``WEIGHTED``, BlazeFace's
+    post-processing) returns the score-weighted mean of the group's boxes and
+    points with the taken box's score.
 
     Args:
-        box: ``(x_min, y_min, x_max, y_max)``.
-        calibration: a detector's ``landmark_box_calibration``, or None (the box
-            is returned unchanged).
+        boxes: ``(N, 4)`` boxes ``(x_min, y_min, x_max, y_max)``.
+        scores: ``(N,)`` scores.
+        iou_threshold: IoU above which two boxes are the same face.
+        points: optional ``(N, P, 2)`` points of each box.
+        weighted: average each group instead of keeping its best box.
 
     Returns:
-        The calibrated box as a tuple of floats.
+        A list of :class:`Detection`, highest score first.
+    """
+    boxes = np.asarray(boxes, dtype="float64").reshape(-1, 4)
+    scores = np.asarray(scores, dtype="float64").reshape(-1)
+    if len(boxes) != len(scores):
+        raise ValueError(
+            f"`boxes` and `scores` must have one row per detection. "
+            f"Received: boxes.shape={boxes.shape}, scores.shape={scores.shape}"
+        )
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    remaining = np.argsort(-scores, kind="stable")
+    detections = []
+    while remaining.size:
+        best = remaining[0]
+        inter_w = np.clip(np.minimum(boxes[best, 2], boxes[remaining, 2])
+                          - np.maximum(boxes[best, 0], boxes[remaining, 0]), 0, None)
+        inter_h = np.clip(np.minimum(boxes[best, 3], boxes[remaining, 3])
+                          - np.maximum(boxes[best, 1], boxes[remaining, 1]), 0, None)
+        inter = inter_w * inter_h
+        union = areas[best] + areas[remaining] - inter
+        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        group = remaining[(overlap > iou_threshold) | (remaining == best)]
+        members = group if weighted else group[:1]
+        weights = scores[members] / scores[members].sum() if scores[members].sum() > 0 else None
+        box = np.average(boxes[members], axis=0, weights=weights)
+        group_points = None if points is None else np.average(
+            np.asarray(points, dtype="float64")[members], axis=0, weights=weights).astype("float32")
+        detections.append(Detection(tuple(float(v) for v in box), float(scores[best]), group_points))
+        remaining = remaining[~np.isin(remaining, group)]
+    return detections
+
+
+def landmark_box(box, calibration, roll=0.0):
+    """Maps a detector box to the box its face's landmarks would have.
+
+    The calibration was measured on upright faces, so it applies in the face's
+    own upright frame: for a face turned by ``roll`` degrees the centre offset
+    turns with the face, and when the nearest quarter turn is odd (a face lying
+    on its side) the detector box's width is the face's height and vice versa.
+
+    Args:
+        box: ``(x_min, y_min, x_max, y_max)`` of a detection in the image.
+        calibration: a detector's ``landmark_box_calibration``, or None (the
+            box's centre and size are kept).
+        roll: the face's in-plane rotation in degrees
+            (:func:`fpezoo.coordinates.roll_from_eyes`).
+
+    Returns:
+        The landmark box in the face's upright frame, as a tuple of floats:
+        centred on the face's centre in the image, with the width and height
+        the face has when turned upright by ``-roll`` about that centre (the
+        same box as ``box`` when ``roll`` is 0 and ``calibration`` None).
     """
     box = tuple(float(v) for v in box)
-    if calibration is None:
-        return box
-    offset_x, offset_y, width_ratio, height_ratio = calibration
+    offset_x, offset_y, width_ratio, height_ratio = calibration or (0.0, 0.0, 1.0, 1.0)
     width, height = box[2] - box[0], box[3] - box[1]
-    centre_x = (box[0] + box[2]) / 2 + offset_x * width
-    centre_y = (box[1] + box[3]) / 2 + offset_y * height
+    if round(float(roll) / 90.0) % 2:
+        width, height = height, width
+    radians = math.radians(float(roll))
+    shift_x, shift_y = offset_x * width, offset_y * height
+    centre_x = (box[0] + box[2]) / 2 + math.cos(radians) * shift_x - math.sin(radians) * shift_y
+    centre_y = (box[1] + box[3]) / 2 + math.sin(radians) * shift_x + math.cos(radians) * shift_y
     half_w, half_h = width_ratio * width / 2, height_ratio * height / 2
     return (centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h)
 

@@ -10,15 +10,22 @@ The predictor chains the steps a user would otherwise glue together::
 1. Load the image upright (EXIF orientation) as RGB (:mod:`fpezoo.imageio`).
 2. Find faces on a downscaled copy (:mod:`fpezoo.detection`; ``detector=None``
    takes every image as one face crop; ``boxes=`` gives the boxes yourself).
+   With ``rotations``, the image turned by 90, 270 and 180 degrees is searched
+   too (photos without an EXIF tag, people lying down): always, keeping each
+   face in the turn its detector scores highest (``"best"``), or only when no
+   face is found upright (``"fallback"``).
 3. Crop each face from the full-resolution image the way the data pipeline
-   crops training faces (:func:`fpezoo.data.pipeline.crop_face`: square box,
-   enlargement) and resize it to the model's input.
+   crops training faces (:func:`fpezoo.data.pipeline.crop_transform`: square
+   box, enlargement), turned upright by the face's roll (the angle of the
+   detector's eye points, :func:`fpezoo.coordinates.roll_from_eyes`, composed
+   with :func:`fpezoo.coordinates.rotation_transform`), and resize it to the
+   model's input.
 4. Run the model on batches of crops and map the keypoints back to the original
    image with the inverse crop transform (:func:`fpezoo.data.pipeline.invert_points`).
 
 :class:`FaceTracker` follows faces through video frames: the previous frame's
-landmarks give the next crop, and the detector runs again when the landmark
-confidence drops (or every ``redetect_interval`` frames).
+landmarks give the next crop (and its roll), and the detector runs again when
+the landmark confidence drops (or every ``redetect_interval`` frames).
 """
 
 import dataclasses
@@ -29,12 +36,16 @@ from typing import Optional
 
 import numpy as np
 
+from fpezoo.coordinates import quarter_turn_transform, roll_from_eyes, rotation_transform
 from fpezoo.detection import (
     DEFAULT_MAX_DETECTION_SIDE,
     Detection,
+    NMS_IOU_THRESHOLD,
     detect_faces,
+    downscale_for_detection,
     get_detector,
     landmark_box,
+    non_max_suppression,
 )
 from fpezoo.imageio import load_image
 from fpezoo.schemes import flip_averaged_predictions, get_scheme
@@ -56,6 +67,10 @@ BACKENDS = ("auto", "keras", "litert")
 # the box's longest side: covers any crop of enlargement up to this value, so
 # a 20000x20000 photo is never warped (or copied) whole.
 CROP_WINDOW_MARGIN = 4.0
+# Quarter turns of the image searched when no face is found upright, in order:
+# 90 degrees counter-clockwise, 90 clockwise (people lying down), upside down.
+ROTATION_SEARCH_TURNS = (1, 3, 2)
+ROTATION_MODES = ("auto", "best", "fallback", "off")
 
 
 @dataclasses.dataclass
@@ -69,8 +84,12 @@ class Face:
         confidence: ``(K,)`` float32 model confidence per keypoint.
         visibility: ``(K,)`` bool: the keypoint lies inside the image and its
             confidence reaches the predictor's ``visibility_threshold``.
-        detector_points: ``(5, 2)`` points of the detector (MTCNN), or None.
+        detector_points: ``(P, 2)`` points of the detector (eye centres first),
+            or None.
         scheme: name of the keypoint scheme (see :mod:`fpezoo.schemes`) or None.
+        roll: degrees the face's crop was turned by to set it upright (its
+            in-plane rotation, :func:`fpezoo.coordinates.roll_from_eyes`; 0
+            when the crop was not turned).
     """
 
     box: tuple
@@ -80,6 +99,7 @@ class Face:
     visibility: np.ndarray
     detector_points: Optional[np.ndarray] = None
     scheme: Optional[str] = None
+    roll: float = 0.0
 
     def to_dict(self, decimals=2):
         """A JSON-ready dict (plain lists and floats)."""
@@ -90,6 +110,7 @@ class Face:
             "confidence": np.round(self.confidence.astype("float64"), 4).tolist(),
             "visibility": self.visibility.astype(int).tolist(),
             "scheme": self.scheme,
+            "roll": round(float(self.roll), decimals),
         }
         if self.detector_points is not None:
             result["detector_points"] = np.round(self.detector_points.astype("float64"), decimals).tolist()
@@ -105,7 +126,7 @@ class LandmarkDetector:
             confidence]``, or a builder such as ``fpezoo.FPENet`` (called
             without arguments: random weights). None: the default registered
             model (:func:`default_model_name`).
-        detector: ``"default"``, ``"mtcnn"``, ``"dlib"``, ``"haar"``, any object
+        detector: ``"default"``, a name of :data:`fpezoo.detection.DETECTORS`, any object
             with ``detect(image_rgb) -> [(box, score, points), ...]`` (see
             :mod:`fpezoo.detection`), or None to take every image as one face
             crop.
@@ -140,11 +161,30 @@ class LandmarkDetector:
             predictions (:func:`fpezoo.schemes.flip_averaged_predictions`): twice
             the model time, lower error (``fpenet68_w32`` on AFLW2000-3D: 6.57 %
             instead of 6.79 %, ``weights/fpenet68_w32.md``).
+        rotate_crops: turn each crop upright by the face's roll, the angle of
+            the detector's two eye points (the first two of its points), or of
+            the previous frame's eye landmarks in :class:`FaceTracker`. Faces
+            without points (given boxes, detectors without keypoints) are
+            cropped upright.
+        rotations: also search the image turned by 90, 270 and 180 degrees:
+            ``"best"`` runs the detector on all four turns and keeps each face
+            in the turn where it scores highest (overlapping detections merged
+            by :func:`fpezoo.detection.non_max_suppression`), which also
+            corrects faces that a detector finds, with wrong eye points, while
+            they lie on their side or upside down (BlazeFace does); it costs
+            three more detector runs per image. ``"fallback"`` searches the
+            turns only when no face is found upright (the first turn with a
+            face wins). ``"off"`` (or False): upright only. ``"auto"``
+            (default): the detector's ``rotation_search`` (``"best"`` for the
+            fast default detector, ``"fallback"`` for the others). Boxes and
+            points found in a turned image are mapped back to the image.
+            :class:`FaceTracker` never searches turned frames.
     """
 
     def __init__(self, model=None, detector="default", enlarge=None, input_color=None,
                  visibility_threshold=0.0, max_detection_side=DEFAULT_MAX_DETECTION_SIDE,
-                 batch_size=16, scheme=None, backend="auto", flip_test=False):
+                 batch_size=16, scheme=None, backend="auto", flip_test=False, rotate_crops=True,
+                 rotations="auto"):
         self.model, registered = resolve_model(model)
         self.detector = get_detector(detector)
         self.input_size, self.input_color = model_input_spec(self.model, input_color)
@@ -172,6 +212,14 @@ class LandmarkDetector:
             )
         if self.flip_test:
             get_scheme(self.scheme)
+        self.rotate_crops = bool(rotate_crops)
+        if rotations is False:
+            rotations = "off"
+        if rotations not in ROTATION_MODES:
+            raise ValueError(f"`rotations` must be one of {ROTATION_MODES} or False. Received: rotations={rotations!r}")
+        if rotations == "auto":
+            rotations = getattr(self.detector, "rotation_search", "fallback") if self.detector else "off"
+        self.rotations = rotations
 
     def __repr__(self):
         return (f"LandmarkDetector(model={self.model.name!r}, detector={self.detector!r}, "
@@ -213,14 +261,48 @@ class LandmarkDetector:
             faces = self.landmarks(rgb_images, given, detector_boxes=False)
         return faces[0] if single else faces
 
-    def detect(self, image_rgb):
-        """Face detections of one RGB image (the whole image without a detector)."""
+    def detect(self, image_rgb, rotations=None):
+        """Face detections of one RGB image (the whole image without a detector).
+
+        Args:
+            image_rgb: ``(H, W, 3)`` uint8 RGB array.
+            rotations: ``"best"``, ``"fallback"`` or ``"off"`` (see the class
+                arguments); None: the predictor's ``rotations``.
+
+        Returns:
+            A list of :class:`fpezoo.detection.Detection` in ``image_rgb``'s
+            pixels, highest score first.
+        """
         if self.detector is None:
             height, width = image_rgb.shape[:2]
             return [Detection((0.0, 0.0, float(width), float(height)), 1.0, None)]
-        return detect_faces(self.detector, image_rgb, self.max_detection_side)
+        mode = self.rotations if rotations is None else rotations
+        found = detect_faces(self.detector, image_rgb, self.max_detection_side)
+        if mode == "off" or (mode == "fallback" and found):
+            return found
+        from fpezoo.data.pipeline import compose, invert_transform, resize_transform
 
-    def landmarks(self, rgb_images, detections, detector_boxes=True):
+        # The turns are searched on the downscaled copy the detector saw upright.
+        small, image_hw = downscale_for_detection(image_rgb, self.max_detection_side)
+        min_score = getattr(self.detector, "turned_min_score", None)
+        candidates = list(found)
+        for turns in ROTATION_SEARCH_TURNS:
+            turned = detect_faces(self.detector, np.rot90(small, turns), self.max_detection_side)
+            back = compose(resize_transform(small.shape[:2], image_hw),
+                           invert_transform(quarter_turn_transform(turns, small.shape[:2])))
+            turned = [_transform_detection(detection, back) for detection in turned
+                      if min_score is None or detection.score >= min_score]
+            if mode == "fallback" and turned:
+                return turned
+            candidates += turned
+        if len(candidates) < 2:
+            return candidates
+        points = [detection.points for detection in candidates]
+        same_points = all(p is not None for p in points) and len({np.shape(p) for p in points}) == 1
+        return non_max_suppression([d.box for d in candidates], [d.score for d in candidates],
+                                   NMS_IOU_THRESHOLD, points=np.stack(points) if same_points else None)
+
+    def landmarks(self, rgb_images, detections, detector_boxes=True, rolls=None):
         """Landmarks for given detections.
 
         Args:
@@ -230,6 +312,9 @@ class LandmarkDetector:
                 ``landmark_box_calibration`` turns them into the landmark boxes
                 that training crops are cut around. False: boxes are cropped
                 as they are.
+            rolls: one list of rolls (degrees, one per detection) per image to
+                turn the crops by; None: the roll of each detection's eye
+                points (0 without points, or with ``rotate_crops`` off).
 
         Returns:
             One list of :class:`Face` per image.
@@ -237,51 +322,68 @@ class LandmarkDetector:
         calibration = getattr(self.detector, "landmark_box_calibration", None) if detector_boxes else None
         # Without a detector each image is a face crop, as the training crops were.
         enlarge = 1.0 if self.detector is None and detector_boxes else self.enlarge
+        if rolls is None:
+            rolls = [[self._roll(detection.points) for detection in image_detections]
+                     for image_detections in detections]
         crops, transforms, owners = [], [], []
-        for index, (image, image_detections) in enumerate(zip(rgb_images, detections)):
-            for detection in image_detections:
-                crop, transform = self.crop(image, landmark_box(detection.box, calibration), enlarge)
+        for index, (image, image_detections, image_rolls) in enumerate(zip(rgb_images, detections, rolls)):
+            for detection, roll in zip(image_detections, image_rolls):
+                crop, transform = self.crop(image, landmark_box(detection.box, calibration, roll), enlarge, roll)
                 crops.append(crop)
                 transforms.append(transform)
-                owners.append((index, detection))
+                owners.append((index, detection, roll))
         keypoints, confidence = self._run_model(crops)
         results = [[] for _ in rgb_images]
-        for crop_keypoints, crop_confidence, transform, (index, detection) in zip(
+        for crop_keypoints, crop_confidence, transform, (index, detection, roll) in zip(
                 keypoints, confidence, transforms, owners):
             results[index].append(self._face(rgb_images[index], detection, crop_keypoints,
-                                             crop_confidence, transform))
+                                             crop_confidence, transform, roll))
         return results
 
-    def crop(self, image_rgb, box, enlarge=None):
+    def crop(self, image_rgb, box, enlarge=None, roll=0.0):
         """The model-input crop of a face box and its image -> crop transform.
 
-        Only a window around the box is handed to the data pipeline's
-        :func:`~fpezoo.data.pipeline.crop_face`, so huge images are never copied
+        Only a window around the box is warped, so huge images are never copied
         whole; the returned transform is composed to map original-image pixels.
 
         Args:
             image_rgb: ``(H, W, 3)`` uint8 RGB image.
-            box: ``(x_min, y_min, x_max, y_max)`` landmark box of the face.
+            box: ``(x_min, y_min, x_max, y_max)`` landmark box of the face, in
+                the face's upright frame when ``roll`` is not 0 (centred on the
+                face, the size the face has once turned upright:
+                :func:`fpezoo.detection.landmark_box`).
             enlarge: crop side over the box's longer side (None: ``self.enlarge``).
+            roll: the face's in-plane rotation in degrees; the crop is turned
+                by ``-roll`` about the box centre, so the face comes out upright.
 
         Returns:
             ``(crop, transform)``: the crop in the model's colour order, shape
             ``(h, w, channels)`` float32 0-255, and the 2x3 affine matrix from
             original-image to crop pixels.
         """
-        from fpezoo.data.pipeline import crop_face
+        from fpezoo.data.pipeline import compose, crop_transform, warp
 
         box = _check_box(box)
         enlarge = self.enlarge if enlarge is None else enlarge
         window, origin = _window_around(image_rgb, box, max(enlarge, 1.0) * CROP_WINDOW_MARGIN)
         local_box = (box[0] - origin[0], box[1] - origin[1], box[2] - origin[0], box[3] - origin[1])
-        crop, transform = crop_face(window, local_box, self.input_size, enlarge=enlarge)
-        transform = np.asarray(transform, dtype="float64").copy()
+        transform = crop_transform(local_box, self.input_size, enlarge=enlarge)
+        if roll:
+            # The box centre in the pixel-centre units that points and transforms use.
+            centre = ((local_box[0] + local_box[2]) / 2 - 0.5, (local_box[1] + local_box[3]) / 2 - 0.5)
+            transform = compose(transform, rotation_transform(-roll, centre))
+        crop = warp(window, transform, self.input_size)
         # crop = A @ (p - origin) + t  =>  translation becomes t - A @ origin.
         transform[:, 2] -= transform[:, :2] @ np.asarray(origin, dtype="float64")
         return _to_model_color(np.asarray(crop), self.input_color), transform
 
     # -- internals -------------------------------------------------------------
+
+    def _roll(self, points):
+        """The roll the first two points (the eyes) give, or 0 (also with ``rotate_crops`` off)."""
+        if not self.rotate_crops or points is None or len(points) < 2:
+            return 0.0
+        return float(roll_from_eyes(points[0], points[1]))
 
     def _run_model(self, crops):
         if not crops:
@@ -303,7 +405,7 @@ class LandmarkDetector:
             confidence.append(np.asarray(batch_confidence)[:count])
         return np.concatenate(keypoints), np.concatenate(confidence)
 
-    def _face(self, image, detection, crop_keypoints, crop_confidence, transform):
+    def _face(self, image, detection, crop_keypoints, crop_confidence, transform, roll):
         from fpezoo.data.pipeline import invert_points
 
         keypoints = np.asarray(invert_points(crop_keypoints, transform), dtype="float32")
@@ -316,7 +418,7 @@ class LandmarkDetector:
             box=tuple(float(v) for v in detection.box), score=float(detection.score),
             keypoints=keypoints, confidence=confidence,
             visibility=inside & (confidence >= self.visibility_threshold),
-            detector_points=points, scheme=self.scheme,
+            detector_points=points, scheme=self.scheme, roll=roll,
         )
 
 
@@ -327,8 +429,11 @@ class FaceTracker:
     falls below ``redetect_ratio`` times its value at the last detection, runs
     the detector; other frames crop each face around the previous frame's
     landmarks (the box keeps the position and size it had relative to the
-    landmarks' extent when it was detected). The detector also runs every
-    ``redetect_interval`` frames to pick up new faces.
+    landmarks' extent when it was detected) turned upright by the roll of the
+    previous frame's eye landmarks (when the predictor's ``rotate_crops`` is
+    on and the keypoint scheme has eyes). The detector also runs every
+    ``redetect_interval`` frames to pick up new faces; it never searches
+    turned frames (``rotations``).
 
     Args:
         predictor: a :class:`LandmarkDetector` with a detector.
@@ -355,14 +460,15 @@ class FaceTracker:
         if self._tracks and not due:
             detections = [Detection(_box_from_relative(_extent(face), relative), face.score, None)
                           for face, relative, _ in self._tracks]
-            faces = self.predictor.landmarks([frame_rgb], [detections])[0]
+            rolls = [self.predictor._roll(_eye_points(face)) for face, _, _ in self._tracks]
+            faces = self.predictor.landmarks([frame_rgb], [detections], rolls=[rolls])[0]
             if all(face.confidence.mean() >= self.redetect_ratio * reference
                    for face, (_, _, reference) in zip(faces, self._tracks)):
                 self._tracks = [(face, relative, reference)
                                 for face, (_, relative, reference) in zip(faces, self._tracks)]
                 self._frames_since_detection += 1
                 return faces
-        faces = self.predictor.landmarks([frame_rgb], [self.predictor.detect(frame_rgb)])[0]
+        faces = self.predictor.landmarks([frame_rgb], [self.predictor.detect(frame_rgb, rotations="off")])[0]
         self.detections_run += 1
         self._frames_since_detection = 1
         self._tracks = [(face, _relative_box(face.box, _extent(face)), float(face.confidence.mean()))
@@ -577,10 +683,33 @@ def _window_around(image, box, margin):
     return np.ascontiguousarray(image[y0:y1, x0:x1]), (x0, y0)
 
 
+def _transform_detection(detection, transform):
+    """A detection mapped by a 2x3 pixel transform: its box is the bounds of the moved box."""
+    from fpezoo.data.pipeline import transform_points
+
+    x_min, y_min, x_max, y_max = detection.box
+    # Box corners are pixel-corner units: pixel centres sit half a pixel inside.
+    corners = np.array([[x_min, y_min], [x_max, y_min], [x_min, y_max], [x_max, y_max]]) - 0.5
+    moved = transform_points(corners, transform) + 0.5
+    box = (*moved.min(axis=0), *moved.max(axis=0))
+    points = None if detection.points is None else transform_points(detection.points, transform).astype("float32")
+    return Detection(tuple(float(v) for v in box), detection.score, points)
+
+
 def _extent(face):
     """Box of a face's visible keypoints (all keypoints when none is visible)."""
     points = face.keypoints[face.visibility] if face.visibility.any() else face.keypoints
     return (*points.min(axis=0), *points.max(axis=0))
+
+
+def _eye_points(face):
+    """The eye centres of a face's landmarks (``(2, 2)``, image-left eye of the upright face first), or None."""
+    if face.scheme is None:
+        return None
+    from fpezoo.schemes import convert_keypoints
+
+    five, _ = convert_keypoints(face.keypoints, None, face.scheme, "five_point")
+    return five[:2] if np.isfinite(five[:2]).all() else None
 
 
 def _relative_box(box, reference):

@@ -181,3 +181,31 @@ def test_eye_aspect_ratio_open_and_closed():
     wflw, _ = schemes.convert_keypoints(_eye_points(10.0), None, "ibug68", "wflw98")
     wflw = np.nan_to_num(wflw)  # the WFLW points without an iBUG counterpart
     np.testing.assert_allclose(geometry.eye_aspect_ratio(wflw), open_eyes, rtol=1e-5)
+
+
+# -- fpezoo.coordinates: turns and roll ------------------------------------------------
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3, -1, 5])
+def test_quarter_turn_transform_follows_np_rot90(turns):
+    from fpezoo.coordinates import quarter_turn_transform
+
+    image = np.zeros((5, 7), np.uint8)
+    image[1, 4] = 1  # pixel (x, y) = (4, 1)
+    row, col = np.argwhere(np.rot90(image, turns))[0]
+    np.testing.assert_allclose(_apply(quarter_turn_transform(turns, image.shape), np.array([4.0, 1.0])),
+                               (col, row))
+
+
+def test_rotation_transform_turns_clockwise_on_screen_and_roll_measures_it():
+    from fpezoo.coordinates import roll_from_eyes, rotation_transform
+
+    matrix = rotation_transform(90, (10.0, 20.0))
+    # y points down: a point right of the centre goes below it.
+    np.testing.assert_allclose(_apply(matrix, np.array([[10.0, 20.0], [15.0, 20.0]])), [[10, 20], [10, 25]],
+                               atol=1e-12)
+    left, right = np.array([0.0, 0.0]), np.array([10.0, 0.0])
+    for angle in (0.0, 30.0, -75.0, 90.0, 180.0):
+        turned = _apply(rotation_transform(angle, (3.0, 4.0)), np.stack([left, right]))
+        assert roll_from_eyes(turned[0], turned[1]) == pytest.approx(angle)
+    # The sign of HeadPose.roll: positive when the image-right eye is lower.
+    assert roll_from_eyes((0.0, 0.0), (10.0, 1.0)) > 0

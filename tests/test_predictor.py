@@ -213,6 +213,110 @@ def test_window_crop_equals_whole_image_crop(gray_predictor):
     np.testing.assert_allclose(crop[..., 0], expected, atol=1e-3)
 
 
+def test_crop_turned_by_the_roll_is_the_upright_crop(gray_predictor):
+    import cv2
+
+    from fpezoo.coordinates import quarter_turn_transform
+
+    noise = np.random.default_rng(2).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    image = cv2.GaussianBlur(noise, (0, 0), 2.0)
+    box = (50.0, 30.0, 110.0, 80.0)
+    upright, _ = gray_predictor.crop(image, box)
+    # The photo turned 90 degrees clockwise: the face's roll is +90.
+    turned = np.ascontiguousarray(np.rot90(image, -1))
+    centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]) - 0.5  # pixel-centre units
+    moved = quarter_turn_transform(-1, image.shape[:2]) @ np.append(centre, 1.0) + 0.5
+    half = np.array([box[2] - box[0], box[3] - box[1]]) / 2
+    turned_box = (*(moved - half), *(moved + half))
+    crop, transform = gray_predictor.crop(turned, turned_box, roll=90.0)
+    np.testing.assert_allclose(crop, upright, atol=1e-3)
+    assert np.abs(crop - gray_predictor.crop(turned, turned_box)[0]).mean() > 4  # not upright without the roll
+    # The transform maps the turned image's pixels onto the crop's.
+    from fpezoo.data.pipeline import transform_points
+
+    np.testing.assert_allclose(transform_points(moved - 0.5, transform), (31.5, 31.5), atol=1e-9)
+
+
+def portrait_only(height, width, x, y):
+    """A face only in images taller than wide (as a detector finds faces only about upright)."""
+    return 0.8 if height > width else None
+
+
+class EyesDetector:
+    """Finds a 'face' around the image's brightest pixel, with eye points turned by ``roll``.
+
+    ``score(height, width, x, y)`` gives the face's score in an image of that
+    size with the dot at ``(x, y)``, or None for no face.
+    """
+
+    def __init__(self, roll=0.0, score=lambda height, width, x, y: 0.8):
+        self.roll = roll
+        self.score = score
+        self.shapes = []
+
+    def detect(self, image_rgb):
+        self.shapes.append(image_rgb.shape)
+        y, x = np.unravel_index(np.argmax(image_rgb[..., 0]), image_rgb.shape[:2])
+        score = self.score(*image_rgb.shape[:2], x, y)
+        if score is None:
+            return []
+        angle = np.radians(self.roll)
+        eye = 8 * np.array([np.cos(angle), np.sin(angle)])
+        points = np.array([(x, y) - eye, (x, y) + eye], dtype="float32")
+        return [Detection((x - 15.0, y - 15.0, x + 16.0, y + 16.0), score, points)]
+
+
+@pytest.mark.parametrize("roll", [45.0, -120.0, 180.0])
+def test_crops_turn_by_the_detector_eye_roll_and_points_map_back(roll):
+    image = draw_dot(np.zeros((90, 130, 3), np.uint8), 71, 40)
+    predictor = LandmarkDetector(model=dot_finder(), detector=EyesDetector(roll), enlarge=1.5)
+    (face,) = predictor.predict(image)
+    assert face.roll == pytest.approx(roll, abs=1e-4)
+    assert_near(face.keypoints[0], (71, 40), 1.2)
+    crop, _ = predictor.crop(image, (56.0, 25.0, 87.0, 56.0), roll=roll)
+    assert_near(np.unravel_index(np.argmax(crop[..., 0]), crop.shape[:2]), (31.5, 31.5), 0.8)  # mid-crop
+    off = LandmarkDetector(model=dot_finder(), detector=EyesDetector(roll), enlarge=1.5, rotate_crops=False)
+    (face,) = off.predict(image)
+    assert face.roll == 0.0
+    assert_near(face.keypoints[0], (71, 40), 1.2)
+
+
+def test_rotations_search_finds_a_face_only_seen_when_the_image_is_turned():
+    image = draw_dot(np.zeros((60, 100, 3), np.uint8), 70, 20)
+    detector = EyesDetector(score=portrait_only)
+    predictor = LandmarkDetector(model=dot_finder(), detector=detector, enlarge=1.5)
+    (face,) = predictor.predict(image)
+    # Upright first, then a quarter turn counter-clockwise: the face lay turned clockwise.
+    assert detector.shapes == [(60, 100, 3), (100, 60, 3)]
+    assert face.roll == pytest.approx(90.0)
+    x_min, y_min, x_max, y_max = face.box
+    assert x_min < 70 < x_max and y_min < 20 < y_max and x_max - x_min == pytest.approx(31)
+    np.testing.assert_allclose(face.detector_points, [[70, 12], [70, 28]], atol=1e-4)
+    assert_near(face.keypoints[0], (70, 20), 1.2)
+    detector.shapes.clear()
+    assert predictor.detect(image, rotations="off") == [] and len(detector.shapes) == 1
+    no_search = LandmarkDetector(model=dot_finder(), detector=EyesDetector(score=portrait_only), rotations=False)
+    assert no_search.predict(image) == []
+    faceless = EyesDetector(score=portrait_only)
+    LandmarkDetector(model=dot_finder(), detector=faceless).predict(np.zeros((50, 50, 3), np.uint8))
+    assert len(faceless.shapes) == 4  # upright and three turns
+    with pytest.raises(ValueError, match="Received: rotations='sideways'"):
+        LandmarkDetector(model=dot_finder(), detector=faceless, rotations="sideways")
+
+
+def test_best_rotation_keeps_each_face_in_the_turn_it_scores_highest():
+    # Found in every turn (eye points level in each), scored highest in a portrait
+    # image with the dot in its upper half: the first quarter turn (counter-clockwise).
+    image = draw_dot(np.zeros((60, 100, 3), np.uint8), 70, 20)
+    detector = EyesDetector(score=lambda height, width, x, y: 0.5 + 0.2 * (height > width) + 0.2 * (y < height / 2))
+    predictor = LandmarkDetector(model=dot_finder(), detector=detector, enlarge=1.5, rotations="best")
+    (face,) = predictor.predict(image)
+    assert len(detector.shapes) == 4
+    assert face.score == pytest.approx(0.9) and face.roll == pytest.approx(90.0)
+    assert_near(face.keypoints[0], (70, 20), 1.2)
+    assert predictor.detect(image, rotations="off")[0].score == pytest.approx(0.7)
+
+
 def test_image_without_faces_gives_an_empty_list():
     predictor = LandmarkDetector(model=dot_finder(), detector=FixedDetector([]), enlarge=1.0)
     assert predictor.predict(np.zeros((50, 50, 3), np.uint8)) == []
@@ -341,3 +445,32 @@ def test_flip_test_averages_the_face_and_its_mirror_image():
     np.testing.assert_allclose(face.keypoints, (direct.keypoints + mirrored_back) / 2, atol=0.05)
     with pytest.raises(ValueError, match="Received: scheme=None, num_keypoints=7"):
         LandmarkDetector(FPENet(num_keypoints=7, width=4), detector=None, flip_test=True)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("angle", [90, 45, 180])
+def test_turned_aflw2000_photos_give_the_upright_landmarks(shared_data, angle):
+    import cv2
+
+    from fpezoo.data.pipeline import invert_transform, transform_points
+
+    labels = np.load(shared_data / "aflw2000-3d" / "landmarks.npz")
+    predictor = LandmarkDetector("fpenet68_w32")
+    frontal = [i for i in range(60) if abs(labels["yaw_deg"][i]) < 30][:4]
+    errors = {}
+    for index in frontal:
+        photo = np.asarray(Image.open(shared_data / "aflw2000-3d" / "images" / str(labels["names"][index])))
+        truth = labels["pts68_fitted"][index, :, :2]
+        norm = np.sqrt(np.prod(truth.max(axis=0) - truth.min(axis=0)))  # 3DDFA normalisation
+        # Turned counter-clockwise on screen about the centre (corners cut off, the face stays in).
+        matrix = cv2.getRotationMatrix2D(((photo.shape[1] - 1) / 2, (photo.shape[0] - 1) / 2), angle, 1.0)
+        for turn, image in ((0, photo), (angle, cv2.warpAffine(photo, matrix, photo.shape[1::-1]))):
+            faces = predictor.predict(image)
+            assert faces, f"no face in image {index} turned by {turn}"
+            face = max(faces, key=lambda f: f.score)
+            points = face.keypoints if turn == 0 else transform_points(face.keypoints, invert_transform(matrix))
+            errors.setdefault(turn, []).append(np.linalg.norm(points - truth, axis=1).mean() / norm)
+            if turn:
+                assert abs((face.roll + angle + 180) % 360 - 180) < 40, (index, face.roll)  # roll is clockwise
+    upright, turned = np.mean(errors[0]), np.mean(errors[angle])
+    assert turned < max(1.3 * upright, upright + 0.01), (upright, turned)
