@@ -34,8 +34,6 @@ Usage::
     python benchmarks/detection.py --crop-statistics
     python benchmarks/detection.py --end-to-end <registered name or .keras> --count 300  # both
     python benchmarks/detection.py --detectors --end-to-end <registered name or .keras>  # end to end only
-    # OpenCV's Haar cascade needs opencv<5: run it from an environment that has it
-    /path/to/venv-with-opencv4/bin/python benchmarks/detection.py --detectors haar
 
 Data come from ``$FPEZOO_DATA`` or ``../shared/data``.
 """
@@ -166,7 +164,6 @@ DETECTOR_FACTORIES = {
     "mtcnn": lambda: detection.MTCNNDetector(),
     "dlib": lambda: detection.DlibHOGDetector(upsample=1),
     "lbp": lambda: detection.LBPCascadeDetector(),
-    "haar": lambda: detection.HaarCascadeDetector(),
 }
 
 
@@ -226,7 +223,7 @@ def end_to_end(root, model, count, seed):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detectors", nargs="*", default=["mtcnn", "dlib", "lbp", "haar"],
+    parser.add_argument("--detectors", nargs="*", default=["blazeface", "mtcnn", "dlib", "lbp"],
                         choices=sorted(DETECTOR_FACTORIES),
                         help="detectors to measure (none: only --end-to-end)")
     parser.add_argument("--count", type=int, default=300, help="images per data set")

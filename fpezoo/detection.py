@@ -20,12 +20,9 @@ fpezoo or inside a package from PyPI.
   Detection", arXiv:1502.00046.
 * :class:`LBPCascadeDetector` runs OpenCV's LBP frontal face cascade with
   scikit-image's own cascade code (both ship in ``scikit-image``; no OpenCV
-  needed). Liao et al., "Learning Multi-scale Block Local Binary Patterns for
-  Face Recognition", ICB 2007.
-* :class:`HaarCascadeDetector` is OpenCV's Viola-Jones cascade; OpenCV 5 removed
-  ``cv2.CascadeClassifier``, so it needs ``opencv-python-headless<5``. Viola &
-  Jones, "Rapid Object Detection using a Boosted Cascade of Simple Features",
-  CVPR 2001.
+  needed); overlapping windows of one face are merged by
+  :func:`non_max_suppression`. Liao et al., "Learning Multi-scale Block Local
+  Binary Patterns for Face Recognition", ICB 2007.
 
 Any object with a ``detect(image_rgb) -> list of Detection`` method (a
 :class:`Detection` is a ``(box, score, points)`` named tuple) plugs into
@@ -311,11 +308,14 @@ class LBPCascadeDetector(FaceDetector):
         step_ratio: window stride, in window sizes, of the search.
         min_size: smallest face side, in pixels.
         min_neighbour_number: overlapping windows needed to keep a face.
+        iou_threshold: detections overlapping more than this (IoU) are one
+            face: they are merged into their mean box.
     """
 
     name = "lbp"
 
-    def __init__(self, scale_factor=1.2, step_ratio=1.0, min_size=20, min_neighbour_number=3):
+    def __init__(self, scale_factor=1.2, step_ratio=1.0, min_size=20, min_neighbour_number=3,
+                 iou_threshold=NMS_IOU_THRESHOLD):
         from skimage.data import lbp_frontal_face_cascade_filename
         from skimage.feature import Cascade
 
@@ -324,6 +324,7 @@ class LBPCascadeDetector(FaceDetector):
         self.step_ratio = step_ratio
         self.min_size = min_size
         self.min_neighbour_number = min_neighbour_number
+        self.iou_threshold = float(iou_threshold)
 
     def detect(self, image_rgb):
         image_rgb = _check_rgb(image_rgb)
@@ -335,57 +336,14 @@ class LBPCascadeDetector(FaceDetector):
             min_size=(self.min_size, self.min_size), max_size=(height, width),
             min_neighbor_number=self.min_neighbour_number,
         )
-        # The cascade gives no score: every kept face scores 1.
-        return [Detection((float(f["c"]), float(f["r"]), float(f["c"] + f["width"]),
-                           float(f["r"] + f["height"])), 1.0) for f in found]
-
-
-class HaarCascadeDetector(FaceDetector):
-    """OpenCV's frontal face Haar cascade (needs ``opencv-python-headless<5``).
-
-    Args:
-        cascade: file name inside ``cv2.data.haarcascades`` or a path.
-        scale_factor: image pyramid step.
-        min_neighbors: overlapping windows needed to keep a face.
-        min_size: smallest face side, in pixels.
-    """
-
-    name = "haar"
-
-    def __init__(self, cascade="haarcascade_frontalface_default.xml", scale_factor=1.1,
-                 min_neighbors=5, min_size=20):
-        import cv2
-
-        if not hasattr(cv2, "CascadeClassifier"):
-            raise ImportError(
-                "HaarCascadeDetector needs cv2.CascadeClassifier, which OpenCV 5 removed: "
-                "install opencv-python-headless<5 (which conflicts with OpenCV 5). "
-                f"Received: cv2.__version__={cv2.__version__!r}"
-            )
-        path = cascade if "/" in cascade else cv2.data.haarcascades + cascade
-        self._cascade = cv2.CascadeClassifier(path)
-        if self._cascade.empty():
-            raise FileNotFoundError(f"Could not load the Haar cascade. Received: cascade={cascade!r}")
-        self.scale_factor = scale_factor
-        self.min_neighbors = min_neighbors
-        self.min_size = min_size
-
-    def detect(self, image_rgb):
-        import cv2
-
-        gray = cv2.cvtColor(_check_rgb(image_rgb), cv2.COLOR_RGB2GRAY)
-        boxes, _, weights = self._cascade.detectMultiScale3(
-            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-            minSize=(self.min_size, self.min_size), outputRejectLevels=True,
-        )
-        return [
-            Detection((float(x), float(y), float(x + w), float(y + h)), float(score))
-            for (x, y, w, h), score in zip(np.reshape(boxes, (-1, 4)), np.ravel(weights))
-        ]
+        # skimage groups windows by their centres only, so one face can give
+        # several overlapping boxes. The cascade gives no score: every face scores 1.
+        boxes = [(f["c"], f["r"], f["c"] + f["width"], f["r"] + f["height"]) for f in found]
+        return non_max_suppression(boxes, np.ones(len(boxes)), self.iou_threshold, weighted=True)
 
 
 DETECTORS = {"blazeface": BlazeFaceDetector, "mtcnn": MTCNNDetector, "dlib": DlibHOGDetector,
-             "lbp": LBPCascadeDetector, "haar": HaarCascadeDetector}
+             "lbp": LBPCascadeDetector}
 
 
 def get_detector(detector="default"):
