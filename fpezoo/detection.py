@@ -93,12 +93,16 @@ class FaceDetector(abc.ABC):
             face is found upright).
         turned_min_score: detections in quarter-turned images need at least
             this score (None: the detector's own threshold).
+        detection_side: longest image side the detector gains nothing from
+            exceeding (its input size): :class:`fpezoo.LandmarkDetector` hands
+            it images downscaled to at most this side. None: no such limit.
     """
 
     name = "detector"
     landmark_box_calibration = None
     rotation_search = "fallback"
     turned_min_score = None
+    detection_side = None
 
     @abc.abstractmethod
     def detect(self, image_rgb):
@@ -118,8 +122,8 @@ class FaceDetector(abc.ABC):
 class BlazeFaceDetector(FaceDetector):
     """MediaPipe's BlazeFace short-range detector run with LiteRT (boxes, scores, 6 points).
 
-    The image is padded to a square (black, right and bottom), resized to the
-    model's 128x128 input, and the 896 anchor predictions are decoded and merged
+    The image is resized to fit the model's 128x128 input (aspect ratio kept)
+    and padded to a square (black, right and bottom), and the 896 anchor predictions are decoded and merged
     by weighted non-maximum suppression, as MediaPipe's face detection graph
     does (``face_detection_short_range.pbtxt``). The model was trained on
     faces that fill a good part of the picture (selfies, portraits): faces
@@ -140,6 +144,7 @@ class BlazeFaceDetector(FaceDetector):
     # (bodies, hair) scoring 0.5-0.7: there a face needs a higher score.
     rotation_search = "best"
     turned_min_score = 0.75
+    detection_side = 128
     # MediaPipe's SSD anchors for this model: strides 8, 16, 16, 16 on a 128x128
     # input, two anchors per cell and stride (ssd_anchors_calculator).
     _INPUT_SIDE = 128
@@ -182,12 +187,12 @@ class BlazeFaceDetector(FaceDetector):
 
         image_rgb = _check_rgb(image_rgb)
         height, width = image_rgb.shape[:2]
-        side = max(height, width)
-        square = np.zeros((side, side, 3), np.uint8)
-        square[:height, :width] = image_rgb
-        interpolation = cv2.INTER_AREA if side > self._INPUT_SIDE else cv2.INTER_LINEAR
-        small = cv2.resize(square, (self._INPUT_SIDE, self._INPUT_SIDE), interpolation=interpolation)
-        self._interpreter.set_tensor(self._input, (small.astype("float32") / 127.5 - 1.0)[None])
+        scale = self._INPUT_SIDE / max(height, width)
+        small_w, small_h = max(1, round(width * scale)), max(1, round(height * scale))
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        square = np.zeros((self._INPUT_SIDE, self._INPUT_SIDE, 3), np.float32)
+        square[:small_h, :small_w] = cv2.resize(image_rgb, (small_w, small_h), interpolation=interpolation)
+        self._interpreter.set_tensor(self._input, (square / 127.5 - 1.0)[None])
         self._interpreter.invoke()
         raw = self._interpreter.get_tensor(self._regressors)[0]
         logits = np.clip(self._interpreter.get_tensor(self._scores)[0, :, 0], -80.0, 80.0)
@@ -197,10 +202,12 @@ class BlazeFaceDetector(FaceDetector):
             return []
         raw, anchors, scores = raw[keep] / self._INPUT_SIDE, self._anchors[keep], scores[keep]
         # Offsets and sizes are in input pixels, relative to the anchor centre;
-        # unit coordinates of the padded square are pixel-corner units / side.
+        # unit coordinates of the input are its pixel-corner units / 128, and
+        # input pixels are (width / small_w, height / small_h) image pixels.
+        units = self._INPUT_SIDE * np.array([width / small_w, height / small_h])
         centres = raw[:, :2] + anchors
-        boxes = np.concatenate([centres - raw[:, 2:4] / 2, centres + raw[:, 2:4] / 2], axis=1) * side
-        points = (raw[:, 4:].reshape(-1, 6, 2) + anchors[:, None]) * side - 0.5
+        boxes = np.concatenate([centres - raw[:, 2:4] / 2, centres + raw[:, 2:4] / 2], axis=1) * np.tile(units, 2)
+        points = (raw[:, 4:].reshape(-1, 6, 2) + anchors[:, None]) * units - 0.5
         return non_max_suppression(boxes, scores, self.iou_threshold, points=points, weighted=True)
 
     def __repr__(self):

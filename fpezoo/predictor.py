@@ -64,9 +64,10 @@ SERIALIZABLE_MODULES = (
 )
 BACKENDS = ("auto", "keras", "litert")
 # Side of the image region cut around a box before cropping, in multiples of
-# the box's longest side: covers any crop of enlargement up to this value, so
-# a 20000x20000 photo is never warped (or copied) whole.
-CROP_WINDOW_MARGIN = 4.0
+# the crop's side: covers the crop turned by any angle (its diagonal, sqrt(2)
+# sides) and the pixels that bilinear sampling and block averaging read beyond
+# it, so a 20000x20000 photo is never warped (or copied) whole.
+CROP_WINDOW_MARGIN = 1.5
 # Quarter turns of the image searched when no face is found upright, in order:
 # 90 degrees counter-clockwise, 90 clockwise (people lying down), upside down.
 ROTATION_SEARCH_TURNS = (1, 3, 2)
@@ -277,17 +278,18 @@ class LandmarkDetector:
             height, width = image_rgb.shape[:2]
             return [Detection((0.0, 0.0, float(width), float(height)), 1.0, None)]
         mode = self.rotations if rotations is None else rotations
-        found = detect_faces(self.detector, image_rgb, self.max_detection_side)
+        max_side = min(self.max_detection_side, getattr(self.detector, "detection_side", None) or math.inf)
+        found = detect_faces(self.detector, image_rgb, max_side)
         if mode == "off" or (mode == "fallback" and found):
             return found
         from fpezoo.data.pipeline import compose, invert_transform, resize_transform
 
         # The turns are searched on the downscaled copy the detector saw upright.
-        small, image_hw = downscale_for_detection(image_rgb, self.max_detection_side)
+        small, image_hw = downscale_for_detection(image_rgb, max_side)
         min_score = getattr(self.detector, "turned_min_score", None)
         candidates = list(found)
         for turns in ROTATION_SEARCH_TURNS:
-            turned = detect_faces(self.detector, np.rot90(small, turns), self.max_detection_side)
+            turned = detect_faces(self.detector, np.rot90(small, turns), max_side)
             back = compose(resize_transform(small.shape[:2], image_hw),
                            invert_transform(quarter_turn_transform(turns, small.shape[:2])))
             turned = [_transform_detection(detection, back) for detection in turned
@@ -676,10 +678,11 @@ def _window_around(image, box, margin):
     side = max(box[2] - box[0], box[3] - box[1])
     centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     height, width = image.shape[:2]
-    x0 = int(np.clip(math.floor(centre_x - margin * side / 2), 0, width - 1))
-    y0 = int(np.clip(math.floor(centre_y - margin * side / 2), 0, height - 1))
-    x1 = int(np.clip(math.ceil(centre_x + margin * side / 2), x0 + 1, width))
-    y1 = int(np.clip(math.ceil(centre_y + margin * side / 2), y0 + 1, height))
+    half = margin * side / 2 + 2  # two pixels for the bilinear neighbours of tiny crops
+    x0 = int(np.clip(math.floor(centre_x - half), 0, width - 1))
+    y0 = int(np.clip(math.floor(centre_y - half), 0, height - 1))
+    x1 = int(np.clip(math.ceil(centre_x + half), x0 + 1, width))
+    y1 = int(np.clip(math.ceil(centre_y + half), y0 + 1, height))
     return np.ascontiguousarray(image[y0:y1, x0:x1]), (x0, y0)
 
 
