@@ -173,7 +173,8 @@ class LandmarkDetector:
             by :func:`fpezoo.detection.non_max_suppression`), which also
             corrects faces that a detector finds, with wrong eye points, while
             they lie on their side or upside down (BlazeFace does); it costs
-            three more detector runs per image. ``"fallback"`` searches the
+            three more detector runs per image, except for images whose faces
+            all reach the detector's ``upright_score``. ``"fallback"`` searches the
             turns only when no face is found upright (the first turn with a
             face wins). ``"off"`` (or False): upright only. ``"auto"``
             (default): the detector's ``rotation_search`` (``"best"`` for the
@@ -280,7 +281,9 @@ class LandmarkDetector:
         mode = self.rotations if rotations is None else rotations
         max_side = min(self.max_detection_side, getattr(self.detector, "detection_side", None) or math.inf)
         found = detect_faces(self.detector, image_rgb, max_side)
-        if mode == "off" or (mode == "fallback" and found):
+        upright_score = getattr(self.detector, "upright_score", None) if mode == "best" else None
+        confident = found and upright_score is not None and min(d.score for d in found) >= upright_score
+        if mode == "off" or (mode == "fallback" and found) or confident:
             return found
         from fpezoo.data.pipeline import compose, invert_transform, resize_transform
 

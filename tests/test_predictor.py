@@ -315,6 +315,10 @@ def test_best_rotation_keeps_each_face_in_the_turn_it_scores_highest():
     assert face.score == pytest.approx(0.9) and face.roll == pytest.approx(90.0)
     assert_near(face.keypoints[0], (70, 20), 1.2)
     assert predictor.detect(image, rotations="off")[0].score == pytest.approx(0.7)
+    detector.upright_score = 0.7  # a face this sure upright is not searched turned
+    detector.shapes.clear()
+    (face,) = predictor.predict(image)
+    assert len(detector.shapes) == 1 and face.roll == pytest.approx(0.0)
 
 
 def test_image_without_faces_gives_an_empty_list():
