@@ -567,6 +567,7 @@ class ResultWriter:
 
     @property
     def inputs_written(self):
+        """The number of sources (images, videos, folders) this writer has written."""
         return len(self._written)
 
     def __enter__(self):

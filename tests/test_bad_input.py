@@ -212,16 +212,17 @@ def no_model_loading(monkeypatch):
     monkeypatch.setattr("fpezoo.predictor.LandmarkDetector", refuse)
 
 
-@pytest.mark.parametrize("option", ["-o", "--draw"])
-def test_unwritable_output_folder_fails_before_the_model_loads(tmp_path, option, monkeypatch, capsys,
+@pytest.mark.parametrize("command, option", [("predict", "-o"), ("predict", "--draw"), ("demo", "-o")])
+def test_unwritable_output_folder_fails_before_the_model_loads(tmp_path, command, option, monkeypatch, capsys,
                                                                 no_model_loading):
     locked = tmp_path / "locked"
     locked.mkdir()
     access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: pathlib.Path(path) != locked and access(path, mode))
     Image.fromarray(dot_image(5, 5)).save(tmp_path / "a.png")
-    target = locked / ("out.jsonl" if option == "-o" else "drawn")
-    code, _, err = run_main(["predict", tmp_path / "a.png", option, target, "--no-progress"], capsys)
+    target = locked / {"-o": "out.jsonl" if command == "predict" else "demo.png", "--draw": "drawn"}[option]
+    inputs = [tmp_path / "a.png"] if command == "predict" else ["--image", tmp_path / "a.png"]
+    code, _, err = run_main([command, *inputs, option, target], capsys)
     assert code == 2
     assert_one_line_error(err, f"Cannot write into {locked} (permission denied)")
     assert list(locked.iterdir()) == []
