@@ -517,6 +517,13 @@ def test_exports_without_metadata_fall_back_on_their_input(tmp_path):
     assert read_metadata(tmp_path / "fixed.onnx") == {}
     info = exported_model_info(tmp_path / "fixed.onnx", ("batch", 80, 80, 1))
     assert (info.input_size, info.input_color, info.scheme, info.enlarge) == ((80, 80), "grayscale", None, None)
+    import onnx
+
+    damaged = onnx.load(str(tmp_path / "fixed.onnx"))
+    damaged.metadata_props.add(key="fpezoo", value="[80, 80]")
+    onnx.save(damaged, str(tmp_path / "damaged.onnx"))
+    with pytest.raises(ValueError, match=r"must be a JSON object. Received: metadata='\[80, 80\]'"):
+        read_metadata(tmp_path / "damaged.onnx")
 
     any_size = build_family("fpenet_preprocessing")
     convert_module.export_onnx(any_size, convert_module.export_signature(any_size), tmp_path / "any.onnx")

@@ -570,12 +570,16 @@ def export_litert(saved_model_dir, path, precision="fp32", calibration_images=No
                                                tf.lite.OpsSet.TFLITE_BUILTINS]
         representative = lambda: ([crop[None]] for crop in calibration_images)  # noqa: E731
         converter.representative_dataset = representative
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=representative,
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(
-                denylisted_ops=list(LITERT_FLOAT_OPS)),
-        )
-        with _quiet_stdout():
+        with _quiet_stdout(), warnings.catch_warnings():
+            # The debugger runs TensorFlow's own tf.lite.Interpreter, which warns that it
+            # is deprecated in favour of ai_edge_litert's (which fpezoo runs).
+            warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated",
+                                    category=UserWarning)
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=representative,
+                debug_options=tf.lite.experimental.QuantizationDebugOptions(
+                    denylisted_ops=list(LITERT_FLOAT_OPS)),
+            )
             flatbuffer = debugger.get_nondebug_quantized_model()
     else:
         with _quiet_stdout():

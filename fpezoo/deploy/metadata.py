@@ -27,6 +27,7 @@ existed, or by other tools) fall back on their input shape.
 
 import dataclasses
 import json
+import numbers
 import os
 import pathlib
 from typing import Optional
@@ -160,11 +161,12 @@ def exported_model_info(model_file, input_shape, input_color=None):
     """
     metadata = read_metadata(model_file)
     name = "<bytes>" if isinstance(model_file, (bytes, bytearray)) else os.fspath(model_file)
-    dims = [value if isinstance(value, int) and value > 0 else None for value in tuple(input_shape)[1:4]]
-    if len(tuple(input_shape)) != 4 or dims[2] is None:
+    shape = tuple(input_shape)
+    dims = [int(value) if isinstance(value, numbers.Integral) and value > 0 else None for value in shape[1:4]]
+    if len(shape) != 4 or dims[2] is None:
         raise ValueError(
             "An exported landmark model takes crops (N, H, W, C) with a known channel count. "
-            f"Received: input_shape={tuple(input_shape)} of {name!r}"
+            f"Received: input_shape={shape}, model_file={name!r}"
         )
     recorded = metadata.get("input_size")
     if recorded is not None:
@@ -172,12 +174,12 @@ def exported_model_info(model_file, input_shape, input_color=None):
         if any(fixed is not None and fixed != wanted for fixed, wanted in zip(dims[:2], size)):
             raise ValueError(
                 f"The recorded crop size {size} contradicts the model's input. "
-                f"Received: input_shape={tuple(input_shape)} of {name!r}"
+                f"Received: input_shape={shape}, model_file={name!r}"
             )
     elif None in dims[:2]:
         raise ValueError(
             "This export takes crops of any size and records no crop size: re-export it with "
-            f"`fpezoo convert`, which records it. Received: input_shape={tuple(input_shape)} of {name!r}"
+            f"`fpezoo convert`, which records it. Received: input_shape={shape}, model_file={name!r}"
         )
     else:
         size = tuple(dims[:2])
@@ -185,7 +187,7 @@ def exported_model_info(model_file, input_shape, input_color=None):
     if color not in INPUT_COLORS or (color == "grayscale") != (dims[2] == 1):
         raise ValueError(
             f"`input_color` must be one of {INPUT_COLORS} and fit the model's {dims[2]} input "
-            f"channel(s). Received: input_color={color!r} for {name!r}"
+            f"channel(s). Received: input_color={color!r}, model_file={name!r}"
         )
     enlarge = metadata.get("enlarge")
     return ExportedModelInfo(input_size=size, input_color=color, scheme=metadata.get("scheme"),
@@ -215,6 +217,6 @@ def _decode(text, where):
     if not isinstance(metadata, dict):
         raise ValueError(
             f"The {METADATA_KEY!r} metadata of an export must be a JSON object. "
-            f"Received: metadata={text[:200]!r} in {os.fspath(where)!r}"
+            f"Received: metadata={text[:200]!r}, model_file={os.fspath(where)!r}"
         )
     return metadata
