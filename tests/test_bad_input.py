@@ -25,7 +25,7 @@ from PIL import Image
 
 from fpezoo import cli, evaluation, imageio
 from fpezoo.predictor import LandmarkDetector
-from test_predict_cli import predict, read_jsonl
+from test_predict_cli import predict, read_jsonl, write_video
 from test_predictor import dot_finder, draw_dot
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -297,6 +297,30 @@ def test_interrupt_while_loading_the_model_writes_nothing(tmp_path, model_path, 
     assert not (tmp_path / "demo.png").exists()
 
 
+def test_interrupted_video_is_left_out_whole_and_resume_runs_it(tmp_path, model_path, monkeypatch, capsys):
+    video, output, drawings = tmp_path / "clip.avi", tmp_path / "clip.jsonl", tmp_path / "drawn"
+    write_video(video, [dot_image(10 + i, 20) for i in range(8)])
+    predict = LandmarkDetector.predict
+    calls = []
+
+    def predict_then_interrupt(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(LandmarkDetector, "predict", predict_then_interrupt)
+    argv = ["predict", video, "--model", model_path, "--detector", "none", "-o", output, "--draw", drawings,
+            "--no-progress"]
+    code, _, err = run_main(argv, capsys)
+    assert code == 130 and err.strip().splitlines()[-1].startswith("interrupted: 0 image(s) written")
+    assert output.read_text() == "" and not (drawings / "clip.mp4").exists() and no_partial_files(tmp_path)
+    monkeypatch.setattr(LandmarkDetector, "predict", predict)
+    code, _, _ = run_main(argv + ["--resume"], capsys)
+    assert code == 0 and [r["frame"] for r in read_jsonl(output)] == list(range(8))
+    assert (drawings / "clip.mp4").stat().st_size > 0 and no_partial_files(tmp_path)
+
+
 def test_ctrl_c_on_a_running_predict_process(tmp_path, model_path):
     folder = dot_folder(tmp_path / "photos", 1500)
     output, drawings = tmp_path / "out.csv", tmp_path / "drawn"
@@ -427,8 +451,8 @@ def listed_subcommands():
     return re.search(r"\{([\w,]+)\}", usage)[1].split(",")
 
 
-def test_help_lists_every_subcommand():
-    assert listed_subcommands() == list(cli.SUBCOMMANDS)
+def test_every_listed_subcommand_has_a_bad_file_case():
+    assert sorted(listed_subcommands()) == sorted(BAD_FILE_ARGUMENTS)
 
 
 # A missing file (or, for benchmark, which reads no file, an unknown model name)
@@ -449,7 +473,7 @@ TRACEBACK_KNOWN = pytest.mark.xfail(
 
 @pytest.mark.parametrize("kind", ["missing", "folder"])
 @pytest.mark.parametrize("command", [pytest.param(name, marks=TRACEBACK_KNOWN) if name == "train" else name
-                                     for name in cli.SUBCOMMANDS])
+                                     for name in listed_subcommands()])
 def test_every_subcommand_fails_cleanly_on_a_bad_file(command, kind, tmp_path, model_path, capsys):
     bad = tmp_path / "missing.png" if kind == "missing" else tmp_path
     argv = [word.format(path=bad, model=model_path, tmp=tmp_path / "out")
