@@ -36,19 +36,23 @@ SUBCOMMANDS = {
     "card": ("fpezoo.weights", "show the model card of registered weights"),
 }
 VERBOSE_HELP = "show TensorFlow's, absl's and LiteRT's own log lines on standard error"
-# Lines of native loggers dropped from standard error without --verbose: absl / glog
+# What native loggers write, dropped from standard error without --verbose: absl / glog
 # lines ("I0000 00:00:1796651427.411313    7039 port.cc:153] ...": before absl logging is
 # initialised its clock reads seconds since 1970), absl's notice that logging is not
-# initialised, and LiteRT's start-up notices.
-# An unterminated line is held this long for its end (LiteRT writes "INFO: " and
-# its message separately); a progress bar's line goes on after it.
-PARTIAL_LINE_WAIT_S = 0.1
-NATIVE_LOG_LINE = re.compile(
+# initialised, and LiteRT's start-up notices. A log line may follow a progress bar's
+# unterminated line, so these are found anywhere, each up to its newline.
+NATIVE_LOG_ENTRY = re.compile(
     rb"[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.\-]+:\d+\] "
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb"|INFO: Created TensorFlow Lite \w+ delegate for \w+\."
     rb"|INFO: Initialized TensorFlow Lite runtime\."
 )
+NATIVE_LOG_LINE = re.compile(rb"(?:" + NATIVE_LOG_ENTRY.pattern + rb")[^\n]*\n")
+# How those entries start: an unterminated line's text from such a start waits for
+# more (LiteRT writes "INFO: " and its message separately), at most
+# PARTIAL_LINE_WAIT_S unless it is a whole entry; text before it goes on at once.
+NATIVE_LOG_START = re.compile(rb"[IWEF]\d{4} |WARNING: All |INFO: ")
+PARTIAL_LINE_WAIT_S = 0.1
 
 
 def build_parser(subcommands=SUBCOMMANDS):
@@ -93,7 +97,7 @@ def quiet_native_logs():
     absl::InitializeLog()``, ``oneDNN custom operations are on``...) and LiteRT's
     notices bypass it, so file descriptor 2 is also routed through a pipe whose
     reader drops the lines :data:`NATIVE_LOG_LINE` matches and passes every other
-    byte on (a partial line, e.g. a progress bar, after :data:`PARTIAL_LINE_WAIT_S`).
+    byte on, a progress bar's unterminated line at once.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
@@ -119,20 +123,21 @@ def _forward_unlogged(read_end, target):
     with open(read_end, "rb", buffering=0) as source, open(target, "wb", buffering=0) as sink:
         while True:
             if pending and not select.select([source], [], [], PARTIAL_LINE_WAIT_S)[0]:
-                # No more of this line for now: unless it is a log line, it goes on.
-                if not NATIVE_LOG_LINE.match(pending):
+                # Nothing more came: unless it is a log entry awaiting its newline, it goes on.
+                if not NATIVE_LOG_ENTRY.match(pending):
                     sink.write(pending)
                     pending = b""
                 continue
             chunk = source.read(65536)
             if not chunk:
                 break
-            lines = (pending + chunk).splitlines(keepends=True)
-            pending = lines.pop() if not lines[-1].endswith((b"\n", b"\r")) else b""
-            kept = b"".join(line for line in lines if not NATIVE_LOG_LINE.match(line))
-            if kept:
-                sink.write(kept)
-        if pending and not NATIVE_LOG_LINE.match(pending):
+            text = NATIVE_LOG_LINE.sub(b"", pending + chunk)
+            start = NATIVE_LOG_START.search(text, text.rfind(b"\n") + 1)
+            cut = len(text) if start is None else start.start()
+            text, pending = text[:cut], text[cut:]
+            if text:
+                sink.write(text)
+        if pending and not NATIVE_LOG_ENTRY.match(pending):
             sink.write(pending)
 
 

@@ -49,7 +49,7 @@ def test_native_log_lines_are_dropped_unless_verbose(tmp_path):
     assert stderr.splitlines() == [f"error: Model file not found. Received: source={args[1]!r}"]
     # The same start with --verbose shows TensorFlow's own lines, which the quiet run dropped.
     code, _, _, stderr = run_cli(*args, verbose=True)
-    logged = [line for line in stderr.splitlines() if cli.NATIVE_LOG_LINE.match(line.encode())]
+    logged = [line for line in stderr.splitlines() if cli.NATIVE_LOG_ENTRY.match(line.encode())]
     assert code == 2 and logged, stderr
 
 
@@ -81,8 +81,11 @@ def test_stderr_filter_drops_log_lines_written_in_pieces_and_keeps_the_rest():
               b"I0000 00:00:1796651427.411313    7039 port.cc:153] oneDNN custom operations are on.\n"
               b"a Python warning\n",
               b"INFO: ", b"Created TensorFlow Lite XNNPACK delegate for CPU.", b"\n",
-              b"\r 50%|#####     |", b"\r100%|##########|\n"]
+              b"\r 50%|#####     |",
+              # LiteRT's notice, written in pieces after a progress bar's unterminated line.
+              b"\r 60%|######    |INFO: ", b"Created TensorFlow Lite XNNPACK delegate for CPU.", b"\n",
+              b"\r100%|##########|\n"]
     shown_during_pause, everything = filtered(pieces, pause_after={5})
-    assert everything == b"a Python warning\n\r 50%|#####     |\r100%|##########|\n"
+    assert everything == b"a Python warning\n\r 50%|#####     |\r 60%|######    |\r100%|##########|\n"
     # A progress bar's unterminated line is shown while the bar runs, not at its end.
     assert shown_during_pause == b"a Python warning\n\r 50%|#####     |"
