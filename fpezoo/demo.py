@@ -16,7 +16,7 @@ from fpezoo.predict_cli import (
     USAGE_ERRORS,
     add_model_options,
     check_output,
-    detector_argument,
+    load_detector,
     model_argument,
     save_image,
 )
@@ -49,13 +49,10 @@ def run(args):
 
             check_output(args.output, force=args.force, suffixes=(".png",), hint="or choose another --output")
             image = load_image(args.image)
-            predictor = LandmarkDetector(model=model_argument(args), detector=detector_argument(args.detector))
+            detector = load_detector(args.detector)
+            predictor = LandmarkDetector(model=model_argument(args), detector=detector)
         except LookupError as error:
             print(f"error: fpezoo demo needs trained weights. {error}", file=sys.stderr)
-            return 2
-        except ImportError as error:
-            print(f"error: fpezoo demo cannot load its face detector: {error} Or pass --detector none "
-                  f"(the whole photo as one face). Received: detector={args.detector!r}", file=sys.stderr)
             return 2
         except USAGE_ERRORS as error:
             print(f"error: {error}", file=sys.stderr)

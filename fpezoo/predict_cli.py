@@ -45,7 +45,7 @@ import threading
 import numpy as np
 
 from fpezoo.deploy.convert import atomic_output
-from fpezoo.detection import DETECTORS
+from fpezoo.detection import DETECTORS, get_detector
 from fpezoo.imageio import IMAGE_SUFFIXES, ImageReadError, load_image
 from fpezoo.predictor import BACKENDS
 
@@ -61,7 +61,7 @@ def add_model_options(parser):
     """The ``--model``, ``--builder``, ``--builder-config`` and ``--detector`` options.
 
     Shared by ``fpezoo predict`` and ``fpezoo demo``; :func:`model_argument` and
-    :func:`detector_argument` read them.
+    :func:`load_detector` read them.
     """
     parser.add_argument("--model", default=None,
                         help="registered weights name (see `fpezoo card`), a .keras file, or a "
@@ -104,9 +104,26 @@ def model_argument(args):
     return load_model(args.model, builder=args.builder, builder_config=config)
 
 
-def detector_argument(name):
-    """The ``detector`` of :class:`fpezoo.predictor.LandmarkDetector` for a ``--detector`` value."""
-    return None if name == "none" else name
+def load_detector(name):
+    """The face detector a ``--detector`` value names, built before the model loads.
+
+    Returns:
+        The ``detector`` of :class:`fpezoo.predictor.LandmarkDetector`: a
+        detector object, or None for ``"none"``.
+
+    Raises:
+        ImportError: the detector's package is not installed; the message says
+            how to install it, or to run without a detector.
+    """
+    if name == "none":
+        return None
+    try:
+        return get_detector(name)
+    except ImportError as error:
+        raise ImportError(
+            f"Cannot load the face detector: {error} Or pass --detector none (each image is one face). "
+            f"Received: detector={name!r}"
+        ) from None
 
 
 def configure_parser(parser):
@@ -152,7 +169,7 @@ def run(args):
                 check_writable(args.draw, "draw")
                 check_drawings(drawings.values(), force=args.force, resume=args.resume)
             predictor = LandmarkDetector(
-                model=model_argument(args), detector=detector_argument(args.detector),
+                model=model_argument(args), detector=load_detector(args.detector),
                 visibility_threshold=args.visibility_threshold, batch_size=args.batch_size,
                 backend=args.backend, flip_test=args.flip_test,
             )

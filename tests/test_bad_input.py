@@ -382,12 +382,16 @@ def test_demo_without_a_detector(tmp_path, model_path, capsys):
     assert Image.open(output).size == (512, 512)
 
 
-def test_demo_without_the_detector_extra_names_it(tmp_path, model_path, monkeypatch, capsys):
+@pytest.mark.parametrize("command", ["demo", "predict"])
+def test_detector_without_its_extra_names_the_extra_before_the_model_loads(command, tmp_path, monkeypatch, capsys,
+                                                                           no_model_loading):
     monkeypatch.setitem(sys.modules, "mtcnn", None)  # `import mtcnn` now fails, as without the extra
-    output = tmp_path / "demo.png"
-    code, _, err = run_main(["demo", "--model", model_path, "--detector", "mtcnn", "-o", output], capsys)
+    output = tmp_path / ("demo.png" if command == "demo" else "out.jsonl")
+    inputs = [] if command == "demo" else [dot_folder(tmp_path / "photos", 1)]
+    code, _, err = run_main([command, *inputs, "--detector", "mtcnn", "-o", output], capsys)
     assert code == 2
-    assert_one_line_error(err, "fpezoo[detect]", "--detector none", "detector='mtcnn'")
+    assert_one_line_error(err, "Cannot load the face detector", "fpezoo[detect]", "--detector none",
+                          "detector='mtcnn'")
     assert not output.exists()
 
 
