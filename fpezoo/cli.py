@@ -97,9 +97,13 @@ def quiet_native_logs():
     absl::InitializeLog()``, ``oneDNN custom operations are on``...) and LiteRT's
     notices bypass it, so file descriptor 2 is also routed through a pipe whose
     reader drops the lines :data:`NATIVE_LOG_LINE` matches and passes every other
-    byte on, a progress bar's unterminated line at once.
+    byte on, a progress bar's unterminated line at once (on POSIX systems, whose
+    pipes ``select`` can wait on; elsewhere only the variable is set).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if os.name != "posix":
+        yield
+        return
     sys.stderr.flush()
     original = os.dup(2)
     read_end, write_end = os.pipe()
@@ -118,27 +122,40 @@ def quiet_native_logs():
 
 
 def _forward_unlogged(read_end, target):
-    """Copies ``read_end`` to ``target`` without native log lines; closes both at the end."""
-    pending = b""
+    """Copies ``read_end`` to ``target`` without native log lines; closes both at the end.
+
+    When ``target`` fails (say a closed pipe), the rest is read and dropped, so
+    that writers to ``read_end``'s pipe never block on a full pipe.
+    """
     with open(read_end, "rb", buffering=0) as source, open(target, "wb", buffering=0) as sink:
-        while True:
-            if pending and not select.select([source], [], [], PARTIAL_LINE_WAIT_S)[0]:
-                # Nothing more came: unless it is a log entry awaiting its newline, it goes on.
-                if not NATIVE_LOG_ENTRY.match(pending):
-                    sink.write(pending)
-                    pending = b""
-                continue
-            chunk = source.read(65536)
-            if not chunk:
-                break
-            text = NATIVE_LOG_LINE.sub(b"", pending + chunk)
-            start = NATIVE_LOG_START.search(text, text.rfind(b"\n") + 1)
-            cut = len(text) if start is None else start.start()
-            text, pending = text[:cut], text[cut:]
-            if text:
-                sink.write(text)
-        if pending and not NATIVE_LOG_ENTRY.match(pending):
-            sink.write(pending)
+        try:
+            _filter(source, sink)
+        except OSError:
+            while source.read(65536):
+                pass
+
+
+def _filter(source, sink):
+    """Copies ``source`` to ``sink`` (unbuffered binary files) without native log lines."""
+    pending = b""
+    while True:
+        if pending and not select.select([source], [], [], PARTIAL_LINE_WAIT_S)[0]:
+            # Nothing more came: unless it is a log entry awaiting its newline, it goes on.
+            if not NATIVE_LOG_ENTRY.match(pending):
+                sink.write(pending)
+                pending = b""
+            continue
+        chunk = source.read(65536)
+        if not chunk:
+            break
+        text = NATIVE_LOG_LINE.sub(b"", pending + chunk)
+        start = NATIVE_LOG_START.search(text, text.rfind(b"\n") + 1)
+        cut = len(text) if start is None else start.start()
+        text, pending = text[:cut], text[cut:]
+        if text:
+            sink.write(text)
+    if pending and not NATIVE_LOG_ENTRY.match(pending):
+        sink.write(pending)
 
 
 if __name__ == "__main__":

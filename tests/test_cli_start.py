@@ -89,3 +89,28 @@ def test_stderr_filter_drops_log_lines_written_in_pieces_and_keeps_the_rest():
     assert everything == b"a Python warning\n\r 50%|#####     |\r 60%|######    |\r100%|##########|\n"
     # A progress bar's unterminated line is shown while the bar runs, not at its end.
     assert shown_during_pause == b"a Python warning\n\r 50%|#####     |"
+
+
+def test_stderr_filter_keeps_reading_when_standard_error_is_gone():
+    read_end, write_end = os.pipe()
+    gone_read, gone_write = os.pipe()
+    os.close(gone_read)  # as when `fpezoo ... 2>&1 | head` has exited
+    reader = threading.Thread(target=cli._forward_unlogged, args=(read_end, gone_write), daemon=True)
+    reader.start()
+
+    errors = []
+
+    def write_more_than_a_pipe_holds():
+        try:
+            for _ in range(64):
+                os.write(write_end, b"x" * 65535 + b"\n")
+        except OSError as error:
+            errors.append(error)
+        os.close(write_end)
+
+    writer = threading.Thread(target=write_more_than_a_pipe_holds, daemon=True)
+    writer.start()
+    writer.join(timeout=30)
+    reader.join(timeout=5)
+    # Writers neither block nor fail: what they write is dropped.
+    assert not writer.is_alive() and not reader.is_alive() and errors == []
