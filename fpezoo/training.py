@@ -967,7 +967,11 @@ def configure_parser(parser):
 
 def run(args):
     """``fpezoo train CONFIG.json``: train (or resume) the run the config describes."""
-    config = resolve_config(args.config)
+    try:
+        config = resolve_config(args.config)
+    except (OSError, ValueError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for key in ("output_dir", "epochs", "steps_per_epoch"):
         value = getattr(args, key)
         if value is not None:

@@ -470,14 +470,8 @@ BAD_FILE_ARGUMENTS = {
     "benchmark": ["--models", "{path}"],
     "card": ["{path}"],
 }
-TRACEBACK_KNOWN = pytest.mark.xfail(
-    strict=True, raises=FileNotFoundError,
-    reason="fpezoo train lets the config's FileNotFoundError through (fpezoo/training.py run)")
-
-
 @pytest.mark.parametrize("kind", ["missing", "folder"])
-@pytest.mark.parametrize("command", [pytest.param(name, marks=TRACEBACK_KNOWN) if name == "train" else name
-                                     for name in listed_subcommands()])
+@pytest.mark.parametrize("command", listed_subcommands())
 def test_every_subcommand_fails_cleanly_on_a_bad_file(command, kind, tmp_path, model_path, capsys):
     bad = tmp_path / "missing.png" if kind == "missing" else tmp_path
     argv = [word.format(path=bad, model=model_path, tmp=tmp_path / "out")
