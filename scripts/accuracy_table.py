@@ -55,6 +55,9 @@ def protocol(results):
     """
     crop = results["crop"]
     flip = ", flip test" if crop["flip_test"] else ""
+    rotation = crop.get("rotation")
+    if rotation:  # fpezoo evaluate --rotation: images turned about the face
+        flip += f", images turned by a random angle in +-{rotation['max_deg']:g}° (seed {rotation['seed']})"
     limit = f", first {results['limit']} faces" if results.get("limit") else ""
     if results["benchmark"] == "aflw2000-3d":
         text = (f"3DDFA: {results['faces']} faces, crop {crop['enlarge']:.3g} x the fitted "
