@@ -25,8 +25,10 @@ of :class:`fpezoo.LandmarkDetector`.
 (``--detectors`` with no name runs this check alone): on AFLW2000-3D images it
 compares the NME (3DDFA normalisation: sqrt(w * h) of the
 ground-truth landmark box, ``pts68_fitted``) of :class:`fpezoo.LandmarkDetector`
-with MTCNN's boxes against the same model on crops of the ground-truth landmark
-boxes (the benchmark protocol), and times the whole predictor per image.
+with the default detector's boxes against the same model on crops of the
+ground-truth landmark boxes (the benchmark protocol), and times the whole
+predictor per image. ``benchmarks/end_to_end.py`` measures the predictor on
+turned photos and its throughput stage by stage.
 
 Usage::
 
@@ -191,7 +193,7 @@ def end_to_end(root, model, count, seed):
     from fpezoo.metrics import nme
     from fpezoo.predictor import LandmarkDetector
 
-    predictor = LandmarkDetector(model=model, detector="mtcnn")
+    predictor = LandmarkDetector(model=model, detector="default")
     detected, boxed, times, misses = [], [], [], 0
     truths = []
     for path, _, points68, _ in aflw2000_samples(root, count, seed):

@@ -177,6 +177,15 @@ def make_large_photo(path, folder):
     return large
 
 
+def weights_sha256(model):
+    """The sha256 of registered weights (the default model for None), else None."""
+    from fpezoo.predictor import default_model_name
+    from fpezoo.weights import registry_entry
+
+    name = default_model_name() if model is None else model
+    return registry_entry(name)["sha256"] if not str(name).endswith(".keras") else None
+
+
 def cold_start(model, path):
     code = ("import time; start = time.perf_counter(); from fpezoo import LandmarkDetector; "
             f"faces = LandmarkDetector({model!r}).predict({str(path)!r}); "
@@ -206,8 +215,8 @@ def main():
     if not root.is_dir():
         sys.exit(f"Face data not found: set FPEZOO_DATA. Received: path={root}")
     paths, truths = aflw2000(root, args.count)
-    results = {"count": args.count, "seed": args.seed, "load_average_before": list(os.getloadavg()),
-               "modes": {}}
+    results = {"model": args.model, "weights_sha256": weights_sha256(args.model), "count": args.count,
+               "seed": args.seed, "load_average_before": list(os.getloadavg()), "modes": {}}
     with tempfile.TemporaryDirectory() as folder:
         large = make_large_photo(paths[0], folder)
         for mode in args.rotations:
