@@ -98,6 +98,9 @@ class FaceDetector(abc.ABC):
         detection_side: longest image side the detector gains nothing from
             exceeding (its input size): :class:`fpezoo.LandmarkDetector` hands
             it images downscaled to at most this side. None: no such limit.
+        mouth_points: indices of the :attr:`Detection.points` whose mean is
+            the mouth centre (with the eyes it gives the face's roll,
+            :func:`fpezoo.coordinates.roll_from_eyes`); None: no mouth point.
     """
 
     name = "detector"
@@ -106,6 +109,7 @@ class FaceDetector(abc.ABC):
     turned_min_score = None
     upright_score = None
     detection_side = None
+    mouth_points = None
 
     @abc.abstractmethod
     def detect(self, image_rgb):
@@ -152,6 +156,7 @@ class BlazeFaceDetector(FaceDetector):
     turned_min_score = 0.75
     upright_score = 0.92
     detection_side = 128
+    mouth_points = (3,)
     # MediaPipe's SSD anchors for this model: strides 8, 16, 16, 16 on a 128x128
     # input, two anchors per cell and stride (ssd_anchors_calculator).
     _INPUT_SIDE = 128
@@ -233,6 +238,7 @@ class MTCNNDetector(FaceDetector):
     name = "mtcnn"
     # python benchmarks/detection.py --count 300 (AFLW2000-3D, 287 matched faces).
     landmark_box_calibration = (0.006, 0.127, 1.064, 0.764)
+    mouth_points = (3, 4)
 
     def __init__(self, min_face_size=20, thresholds=(0.6, 0.7, 0.8), min_score=0.0):
         try:

@@ -16,9 +16,10 @@ The predictor chains the steps a user would otherwise glue together::
    face is found upright (``"fallback"``).
 3. Crop each face from the full-resolution image the way the data pipeline
    crops training faces (:func:`fpezoo.data.pipeline.crop_transform`: square
-   box, enlargement), turned upright by the face's roll (the angle of the
-   detector's eye points, :func:`fpezoo.coordinates.roll_from_eyes`, composed
-   with :func:`fpezoo.coordinates.rotation_transform`), and resize it to the
+   box, enlargement), turned upright by the face's roll (the angle of the axis
+   from the detector's eye points to its mouth point,
+   :func:`fpezoo.coordinates.roll_from_eyes`, composed with
+   :func:`fpezoo.coordinates.rotation_transform`), and resize it to the
    model's input.
 4. Run the model on batches of crops and map the keypoints back to the original
    image with the inverse crop transform (:func:`fpezoo.data.pipeline.invert_points`).
@@ -64,14 +65,16 @@ SERIALIZABLE_MODULES = (
 )
 BACKENDS = ("auto", "keras", "litert")
 # Side of the image region cut around a box before cropping, in multiples of
-# the crop's side: covers the crop turned by any angle (its diagonal, sqrt(2)
+# the crop's side (or of the box's, if longer): covers the crop turned by any angle (its diagonal, sqrt(2)
 # sides) and the pixels that bilinear sampling and block averaging read beyond
 # it, so a 20000x20000 photo is never warped (or copied) whole.
 CROP_WINDOW_MARGIN = 1.5
-# Quarter turns of the image searched when no face is found upright, in order:
+# Quarter turns (``np.rot90``) of the image searched by ``rotations``, in order:
 # 90 degrees counter-clockwise, 90 clockwise (people lying down), upside down.
 ROTATION_SEARCH_TURNS = (1, 3, 2)
 ROTATION_MODES = ("auto", "best", "fallback", "off")
+# The mouth corners among the five-point scheme's points.
+FIVE_POINT_MOUTH = (3, 4)
 
 
 @dataclasses.dataclass
@@ -162,11 +165,12 @@ class LandmarkDetector:
             predictions (:func:`fpezoo.schemes.flip_averaged_predictions`): twice
             the model time, lower error (``fpenet68_w32`` on AFLW2000-3D: 6.57 %
             instead of 6.79 %, ``weights/fpenet68_w32.md``).
-        rotate_crops: turn each crop upright by the face's roll, the angle of
-            the detector's two eye points (the first two of its points), or of
-            the previous frame's eye landmarks in :class:`FaceTracker`. Faces
-            without points (given boxes, detectors without keypoints) are
-            cropped upright.
+        rotate_crops: turn each crop upright by the face's roll: the angle of
+            the axis from the detector's eye points (the first two of its
+            points) to its mouth point (its ``mouth_points``; without one, of
+            the eye line), or in :class:`FaceTracker` of the same axis of the
+            previous frame's landmarks. Faces without points (given boxes,
+            detectors without keypoints) are cropped upright.
         rotations: also search the image turned by 90, 270 and 180 degrees:
             ``"best"`` runs the detector on all four turns and keeps each face
             in the turn where it scores highest (overlapping detections merged
@@ -328,7 +332,8 @@ class LandmarkDetector:
         # Without a detector each image is a face crop, as the training crops were.
         enlarge = 1.0 if self.detector is None and detector_boxes else self.enlarge
         if rolls is None:
-            rolls = [[self._roll(detection.points) for detection in image_detections]
+            mouth = getattr(self.detector, "mouth_points", None) if detector_boxes else None
+            rolls = [[self._roll(detection.points, mouth) for detection in image_detections]
                      for image_detections in detections]
         crops, transforms, owners = [], [], []
         for index, (image, image_detections, image_rolls) in enumerate(zip(rgb_images, detections, rolls)):
@@ -384,11 +389,16 @@ class LandmarkDetector:
 
     # -- internals -------------------------------------------------------------
 
-    def _roll(self, points):
-        """The roll the first two points (the eyes) give, or 0 (also with ``rotate_crops`` off)."""
+    def _roll(self, points, mouth=None):
+        """The roll the first two points (the eyes) and the mean of ``points[mouth]`` give.
+
+        0 without points, or with ``rotate_crops`` off.
+        """
         if not self.rotate_crops or points is None or len(points) < 2:
             return 0.0
-        return float(roll_from_eyes(points[0], points[1]))
+        points = np.asarray(points, dtype="float64")
+        mouth_centre = None if mouth is None else points[list(mouth)].mean(axis=0)
+        return float(roll_from_eyes(points[0], points[1], mouth_centre))
 
     def _run_model(self, crops):
         if not crops:
@@ -435,8 +445,8 @@ class FaceTracker:
     the detector; other frames crop each face around the previous frame's
     landmarks (the box keeps the position and size it had relative to the
     landmarks' extent when it was detected) turned upright by the roll of the
-    previous frame's eye landmarks (when the predictor's ``rotate_crops`` is
-    on and the keypoint scheme has eyes). The detector also runs every
+    previous frame's landmarks (eyes and mouth; when the predictor's
+    ``rotate_crops`` is on and the keypoint scheme converts to five points). The detector also runs every
     ``redetect_interval`` frames to pick up new faces; it never searches
     turned frames (``rotations``).
 
@@ -465,7 +475,7 @@ class FaceTracker:
         if self._tracks and not due:
             detections = [Detection(_box_from_relative(_extent(face), relative), face.score, None)
                           for face, relative, _ in self._tracks]
-            rolls = [self.predictor._roll(_eye_points(face)) for face, _, _ in self._tracks]
+            rolls = [self.predictor._roll(_five_points(face), FIVE_POINT_MOUTH) for face, _, _ in self._tracks]
             faces = self.predictor.landmarks([frame_rgb], [detections], rolls=[rolls])[0]
             if all(face.confidence.mean() >= self.redetect_ratio * reference
                    for face, (_, _, reference) in zip(faces, self._tracks)):
@@ -708,14 +718,14 @@ def _extent(face):
     return (*points.min(axis=0), *points.max(axis=0))
 
 
-def _eye_points(face):
-    """The eye centres of a face's landmarks (``(2, 2)``, image-left eye of the upright face first), or None."""
+def _five_points(face):
+    """A face's landmarks in the five-point scheme (eyes, nose tip, mouth corners), or None."""
     if face.scheme is None:
         return None
     from fpezoo.schemes import convert_keypoints
 
     five, _ = convert_keypoints(face.keypoints, None, face.scheme, "five_point")
-    return five[:2] if np.isfinite(five[:2]).all() else None
+    return five if np.isfinite(five).all() else None
 
 
 def _relative_box(box, reference):

@@ -209,3 +209,9 @@ def test_rotation_transform_turns_clockwise_on_screen_and_roll_measures_it():
         assert roll_from_eyes(turned[0], turned[1]) == pytest.approx(angle)
     # The sign of HeadPose.roll: positive when the image-right eye is lower.
     assert roll_from_eyes((0.0, 0.0), (10.0, 1.0)) > 0
+    face = np.array([[-5.0, 0.0], [5.0, 0.0], [0.0, 12.0]])  # eyes and mouth of an upright face
+    for angle in (0.0, 30.0, -100.0, 180.0):
+        left, right, mouth = _apply(rotation_transform(angle, (7.0, -2.0)), face)
+        assert (roll_from_eyes(left, right, mouth) - angle + 180) % 360 - 180 == pytest.approx(0, abs=1e-9)
+    # A profile: the eye points crowd together on a tilted line; the eyes-mouth axis holds.
+    assert roll_from_eyes((0.0, 0.0), (1.0, -3.0), (1.0, 12.0)) == pytest.approx(-np.degrees(np.arctan2(0.5, 13.5)))
