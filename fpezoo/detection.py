@@ -389,14 +389,52 @@ def get_detector(detector="default"):
     )
 
 
-def non_max_suppression(boxes, scores, iou_threshold, points=None, weighted=False):
-    """Keeps one detection per group of overlapping boxes.
+def overlap_groups(boxes, scores, iou_threshold):
+    """Groups overlapping boxes, greedily from the highest score.
 
     Boxes are taken in decreasing score order; every remaining box whose IoU
-    with the taken one exceeds ``iou_threshold`` joins its group. Plain NMS
-    keeps the taken box; weighted NMS (MediaPipe's ``WEIGHTED``, BlazeFace's
-    post-processing) returns the score-weighted mean of the group's boxes and
-    points with the taken box's score.
+    with the taken one exceeds ``iou_threshold`` joins its group.
+
+    Args:
+        boxes: ``(N, 4)`` boxes ``(x_min, y_min, x_max, y_max)``.
+        scores: ``(N,)`` scores.
+        iou_threshold: IoU above which two boxes are the same face.
+
+    Returns:
+        A list of index arrays, one per group, the taken (best) box first;
+        groups in decreasing score order.
+    """
+    boxes = np.asarray(boxes, dtype="float64").reshape(-1, 4)
+    scores = np.asarray(scores, dtype="float64").reshape(-1)
+    if len(boxes) != len(scores):
+        raise ValueError(
+            f"`boxes` and `scores` must have one row per detection. "
+            f"Received: boxes.shape={boxes.shape}, scores.shape={scores.shape}"
+        )
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    remaining = np.argsort(-scores, kind="stable")
+    groups = []
+    while remaining.size:
+        best = remaining[0]
+        inter_w = np.clip(np.minimum(boxes[best, 2], boxes[remaining, 2])
+                          - np.maximum(boxes[best, 0], boxes[remaining, 0]), 0, None)
+        inter_h = np.clip(np.minimum(boxes[best, 3], boxes[remaining, 3])
+                          - np.maximum(boxes[best, 1], boxes[remaining, 1]), 0, None)
+        inter = inter_w * inter_h
+        union = areas[best] + areas[remaining] - inter
+        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        joins = (overlap > iou_threshold) | (remaining == best)
+        groups.append(remaining[joins])
+        remaining = remaining[~joins]
+    return groups
+
+
+def non_max_suppression(boxes, scores, iou_threshold, points=None, weighted=False):
+    """Keeps one detection per group of overlapping boxes (:func:`overlap_groups`).
+
+    Plain NMS keeps each group's best box; weighted NMS (MediaPipe's
+    ``WEIGHTED``, BlazeFace's post-processing) returns the score-weighted mean
+    of the group's boxes and points with the best box's score.
 
     Args:
         boxes: ``(N, 4)`` boxes ``(x_min, y_min, x_max, y_max)``.
@@ -410,31 +448,14 @@ def non_max_suppression(boxes, scores, iou_threshold, points=None, weighted=Fals
     """
     boxes = np.asarray(boxes, dtype="float64").reshape(-1, 4)
     scores = np.asarray(scores, dtype="float64").reshape(-1)
-    if len(boxes) != len(scores):
-        raise ValueError(
-            f"`boxes` and `scores` must have one row per detection. "
-            f"Received: boxes.shape={boxes.shape}, scores.shape={scores.shape}"
-        )
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    remaining = np.argsort(-scores, kind="stable")
     detections = []
-    while remaining.size:
-        best = remaining[0]
-        inter_w = np.clip(np.minimum(boxes[best, 2], boxes[remaining, 2])
-                          - np.maximum(boxes[best, 0], boxes[remaining, 0]), 0, None)
-        inter_h = np.clip(np.minimum(boxes[best, 3], boxes[remaining, 3])
-                          - np.maximum(boxes[best, 1], boxes[remaining, 1]), 0, None)
-        inter = inter_w * inter_h
-        union = areas[best] + areas[remaining] - inter
-        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        group = remaining[(overlap > iou_threshold) | (remaining == best)]
+    for group in overlap_groups(boxes, scores, iou_threshold):
         members = group if weighted else group[:1]
         weights = scores[members] / scores[members].sum() if scores[members].sum() > 0 else None
         box = np.average(boxes[members], axis=0, weights=weights)
         group_points = None if points is None else np.average(
             np.asarray(points, dtype="float64")[members], axis=0, weights=weights).astype("float32")
-        detections.append(Detection(tuple(float(v) for v in box), float(scores[best]), group_points))
-        remaining = remaining[~np.isin(remaining, group)]
+        detections.append(Detection(tuple(float(v) for v in box), float(scores[group[0]]), group_points))
     return detections
 
 

@@ -47,6 +47,7 @@ from fpezoo.detection import (
     get_detector,
     landmark_box,
     non_max_suppression,
+    overlap_groups,
 )
 from fpezoo.imageio import load_image
 from fpezoo.schemes import flip_averaged_predictions, get_scheme
@@ -261,19 +262,28 @@ class LandmarkDetector:
             )
         rgb_images = [load_image(image, bgr=bgr) for image in image_list]
         if boxes is None:
-            faces = self.landmarks(rgb_images, [self.detect(image) for image in rgb_images])
+            detections = [self.detect(image, merge=False) for image in rgb_images]
+            faces = self.landmarks(rgb_images, detections)
+            if self.rotations == "best":
+                faces = [_most_likely_faces(image_faces) for image_faces in faces]
         else:
             given = [[Detection(_check_box(box), 1.0, None) for box in image_boxes] for image_boxes in boxes]
             faces = self.landmarks(rgb_images, given, detector_boxes=False)
         return faces[0] if single else faces
 
-    def detect(self, image_rgb, rotations=None):
+    def detect(self, image_rgb, rotations=None, merge=True):
         """Face detections of one RGB image (the whole image without a detector).
 
         Args:
             image_rgb: ``(H, W, 3)`` uint8 RGB array.
             rotations: ``"best"``, ``"fallback"`` or ``"off"`` (see the class
                 arguments); None: the predictor's ``rotations``.
+            merge: with ``"best"``, merge the detections of one face found in
+                several turns, keeping the best-scoring one. False returns
+                them all: :meth:`predict` crops each and keeps the face whose
+                detector score times mean landmark confidence is highest
+                (the landmark model tells a face upside down from upright
+                better than the detector).
 
         Returns:
             A list of :class:`fpezoo.detection.Detection` in ``image_rgb``'s
@@ -304,8 +314,8 @@ class LandmarkDetector:
             if mode == "fallback" and turned:
                 return turned
             candidates += turned
-        if len(candidates) < 2:
-            return candidates
+        if len(candidates) < 2 or not merge:
+            return sorted(candidates, key=lambda d: -d.score)
         points = [detection.points for detection in candidates]
         same_points = all(p is not None for p in points) and len({np.shape(p) for p in points}) == 1
         return non_max_suppression([d.box for d in candidates], [d.score for d in candidates],
@@ -697,6 +707,15 @@ def _window_around(image, box, margin):
     x1 = int(np.clip(math.ceil(centre_x + half), x0 + 1, width))
     y1 = int(np.clip(math.ceil(centre_y + half), y0 + 1, height))
     return np.ascontiguousarray(image[y0:y1, x0:x1]), (x0, y0)
+
+
+def _most_likely_faces(faces):
+    """One face per group of overlapping faces: the highest detector score times mean confidence."""
+    if len(faces) < 2:
+        return faces
+    likelihood = [face.score * float(np.mean(face.confidence)) for face in faces]
+    groups = overlap_groups([face.box for face in faces], likelihood, NMS_IOU_THRESHOLD)
+    return sorted((faces[group[0]] for group in groups), key=lambda face: -face.score)
 
 
 def _transform_detection(detection, transform):

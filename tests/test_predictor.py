@@ -451,6 +451,20 @@ def test_flip_test_averages_the_face_and_its_mirror_image():
         LandmarkDetector(FPENet(num_keypoints=7, width=4), detector=None, flip_test=True)
 
 
+def test_one_face_found_in_several_turns_keeps_the_most_confident_landmarks():
+    from fpezoo.predictor import Face, _most_likely_faces
+
+    def face(box, score, confidence):
+        return Face(box, score, np.zeros((2, 2), "float32"), np.full(2, confidence, "float32"),
+                    np.ones(2, bool))
+
+    upside_down = face((10, 10, 50, 50), 0.9, 0.2)  # the detector's favourite, doubtful landmarks
+    upright = face((12, 8, 52, 49), 0.8, 0.5)
+    other = face((100, 10, 140, 50), 0.6, 0.4)  # another face
+    assert _most_likely_faces([upside_down, other, upright]) == [upright, other]
+    assert _most_likely_faces([other]) == [other]
+
+
 @pytest.mark.data
 @pytest.mark.parametrize("angle", [90, 45, 180])
 def test_turned_aflw2000_photos_give_the_upright_landmarks(shared_data, angle):
