@@ -42,6 +42,7 @@ from fpezoo.detection import (
     DEFAULT_MAX_DETECTION_SIDE,
     Detection,
     NMS_IOU_THRESHOLD,
+    box_iou,
     detect_faces,
     downscale_for_detection,
     get_detector,
@@ -309,8 +310,11 @@ class LandmarkDetector:
             turned = detect_faces(self.detector, np.rot90(small, turns), max_side)
             back = compose(resize_transform(small.shape[:2], image_hw),
                            invert_transform(quarter_turn_transform(turns, small.shape[:2])))
-            turned = [_transform_detection(detection, back) for detection in turned
-                      if min_score is None or detection.score >= min_score]
+            turned = [_transform_detection(detection, back) for detection in turned]
+            # A face found upright may score low in every turn (profiles):
+            # only new faces need the detector's turned_min_score.
+            turned = [detection for detection in turned if min_score is None or detection.score >= min_score
+                      or (found and box_iou(detection.box, [d.box for d in found]).max() > NMS_IOU_THRESHOLD)]
             if mode == "fallback" and turned:
                 return turned
             candidates += turned

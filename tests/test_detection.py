@@ -135,15 +135,10 @@ def test_lbp_cascade_gives_one_box_per_face(astronaut):
     boxes = np.array([d.box for d in found])
     for i in range(len(boxes)):
         for j in range(i + 1, len(boxes)):
-            assert _iou(boxes[i], boxes[j]) <= detection.NMS_IOU_THRESHOLD, (boxes[i], boxes[j])
+            assert detection.box_iou(boxes[i], boxes[j:j + 1])[0] <= detection.NMS_IOU_THRESHOLD, (boxes[i], boxes[j])
     # skimage's cascade alone returns two overlapping boxes of the astronaut's face.
     unmerged = detection.LBPCascadeDetector(iou_threshold=1.0).detect(astronaut)
     assert len(unmerged) == len(found) + 1
-
-
-def _iou(a, b):
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def test_non_max_suppression_keeps_or_averages_each_group():
@@ -159,6 +154,7 @@ def test_non_max_suppression_keeps_or_averages_each_group():
     np.testing.assert_allclose(weighted[0].points, [[(0.6 * 0 + 0.9 * 2 + 0.3 * 6) / 1.8,
                                                      (0.6 * 1 + 0.9 * 3 + 0.3 * 7) / 1.8]], atol=1e-5)
     assert weighted[0].score == 0.9 and detection.non_max_suppression([], [], 0.3) == []
+    np.testing.assert_allclose(detection.box_iou((0, 0, 10, 10), [(5, 0, 15, 10), (20, 20, 30, 30)]), [1 / 3, 0])
     with pytest.raises(ValueError, match="Received: boxes.shape=\\(2, 4\\), scores.shape=\\(1,\\)"):
         detection.non_max_suppression(boxes[:2], scores[:1], 0.3)
 
