@@ -21,6 +21,10 @@ faces' 68 landmarks (teacher labels of the AFLW and MTFL crops): crop side over
 the landmark box's longer side and the centre offset, the ``enlarge`` default
 of :class:`fpezoo.LandmarkDetector`.
 
+``--turn-scores`` prints instead how BlazeFace scores the first ``--count``
+AFLW2000-3D faces upright and in the three wrong quarter turns (the basis of
+its ``upright_score`` and ``turned_min_score``).
+
 ``--end-to-end MODEL`` also checks that accuracy holds from photo to landmarks
 (``--detectors`` with no name runs this check alone): on AFLW2000-3D images it
 compares the NME (3DDFA normalisation: sqrt(w * h) of the
@@ -34,6 +38,7 @@ Usage::
 
     python benchmarks/detection.py --count 300 --output detection_benchmark.json
     python benchmarks/detection.py --crop-statistics
+    python benchmarks/detection.py --turn-scores --count 200
     python benchmarks/detection.py --end-to-end <registered name or .keras> --count 300  # both
     python benchmarks/detection.py --detectors --end-to-end <registered name or .keras>  # end to end only
 
@@ -188,6 +193,27 @@ def crop_statistics(root):
               f"{np.median(offset[:, 0]):>10.3f}{np.median(offset[:, 1]):>10.3f}")
 
 
+def turn_scores(root, count):
+    """BlazeFace's best score on each face upright and turned by 90, 180, 270 degrees."""
+    from fpezoo.imageio import load_image
+
+    labels = np.load(root / "aflw2000-3d" / "landmarks.npz")
+    detector = detection.BlazeFaceDetector()
+    scores = []
+    for name in labels["names"][:count]:
+        image = load_image(root / "aflw2000-3d" / "images" / str(name))
+        scores.append([max((d.score for d in detection.detect_faces(detector, np.rot90(image, turns),
+                                                                    detector.detection_side)), default=0.0)
+                       for turns in range(4)])
+    scores = np.array(scores)
+    upright, wrong = scores[:, 0], scores[:, 1:].ravel()
+    print(f"{count} faces; upright score quartiles {np.percentile(upright, [25, 50, 75]).round(3).tolist()}")
+    print(f"{'score >=':>9}{'upright':>9}{'wrong turn':>12}")
+    for threshold in (0.5, 0.75, 0.85, 0.9, 0.92, 0.95):
+        print(f"{threshold:>9}{np.mean(upright >= threshold):>9.3f}{np.mean(wrong >= threshold):>12.4f}")
+    print(f"a wrong turn scores above upright: {np.mean(scores[:, 1:].max(axis=1) > upright):.3f} of the faces")
+
+
 def end_to_end(root, model, count, seed):
     """NME with detected faces vs ground-truth boxes, and ms per image."""
     from fpezoo.metrics import nme
@@ -233,12 +259,17 @@ def main():
     parser.add_argument("--output", default="detection_benchmark.json")
     parser.add_argument("--crop-statistics", action="store_true",
                         help="print the training crops' geometry instead")
+    parser.add_argument("--turn-scores", action="store_true",
+                        help="print BlazeFace's scores of upright and turned faces instead")
     parser.add_argument("--end-to-end", metavar="MODEL", default=None,
                         help="registered weights name or .keras file: also measure end-to-end NME and speed")
     args = parser.parse_args()
     root = data_dir()
     if args.crop_statistics:
         crop_statistics(root)
+        return
+    if args.turn_scores:
+        turn_scores(root, args.count)
         return
     results = {"iou_threshold": IOU_THRESHOLD, "max_size_ratio": MAX_SIZE_RATIO, "count": args.count, "seed": args.seed, "detectors": {}}
     for name in args.detectors:

@@ -149,10 +149,10 @@ class BlazeFaceDetector(FaceDetector):
     # It finds faces lying on their side or upside down with eye points as if
     # upright, scoring them lower than in the right turn, and is fast: the
     # predictor searches all four turns. Turned images add false alarms
-    # (bodies, hair) scoring 0.5-0.7: there a new face needs a higher score. On the
-    # first 200 AFLW2000-3D photos turned by 0, 90, 180 and 270 degrees, 0.3 %
-    # of the faces in a wrong turn score 0.92 or more, and 52 % score that
-    # upright: a face scoring 0.92 upright is not searched turned.
+    # (bodies, hair) scoring 0.5-0.7: there a new face needs a higher score. Of
+    # the first 200 AFLW2000-3D faces, 0.3 % score 0.92 or more in a wrong
+    # quarter turn and 48 % upright (python benchmarks/detection.py
+    # --turn-scores --count 200): a face scoring 0.92 upright is not searched turned.
     rotation_search = "best"
     turned_min_score = 0.75
     upright_score = 0.92
