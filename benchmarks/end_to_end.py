@@ -22,7 +22,8 @@ time spent waiting for the core). The split (CPU time) runs the same steps one
 by one: decode
 (:func:`fpezoo.imageio.load_image`), detect (:meth:`LandmarkDetector.detect`,
 with the quarter-turn search of the mode), crop, landmarks (the model on the
-batch of crops) and map back (inverse crop transform, visibility). A
+batch of crops) and map back (inverse crop transform, visibility, and with
+``"best"`` the choice among each face's turns). A
 1920x1080 JPEG (an AFLW2000-3D photo scaled to 1080 rows on a grey canvas) is
 timed the same way (``--large-repeats`` times). Cold start runs ``python -c``
 in a fresh process: import, build the predictor, one photo.
@@ -59,7 +60,7 @@ from fpezoo.coordinates import quarter_turn_transform  # noqa: E402
 from fpezoo.data.pipeline import invert_transform, transform_points  # noqa: E402
 from fpezoo.detection import landmark_box  # noqa: E402
 from fpezoo.imageio import load_image  # noqa: E402
-from fpezoo.predictor import LandmarkDetector  # noqa: E402
+from fpezoo.predictor import LandmarkDetector, _most_likely_faces  # noqa: E402
 
 STAGES = ("decode", "detect", "crop", "landmarks", "map_back")
 
@@ -117,7 +118,7 @@ def split_once(predictor, path, times):
     image = load_image(path)
     times["decode"] += clock() - start
     start = clock()
-    detections = predictor.detect(image)
+    detections = predictor.detect(image, merge=False)
     times["detect"] += clock() - start
     start = clock()
     calibration = predictor.detector.landmark_box_calibration
@@ -133,9 +134,11 @@ def split_once(predictor, path, times):
     keypoints, confidence = predictor._run_model(crops)
     times["landmarks"] += clock() - start
     start = clock()
-    for detection, crop_keypoints, crop_confidence, transform, roll in zip(
-            detections, keypoints, confidence, transforms, rolls):
-        predictor._face(image, detection, crop_keypoints, crop_confidence, transform, roll)
+    faces = [predictor._face(image, detection, crop_keypoints, crop_confidence, transform, roll)
+             for detection, crop_keypoints, crop_confidence, transform, roll in zip(
+                 detections, keypoints, confidence, transforms, rolls)]
+    if predictor.rotations == "best":
+        _most_likely_faces(faces)
     times["map_back"] += clock() - start
 
 

@@ -75,6 +75,9 @@ CROP_WINDOW_MARGIN = 1.5
 # 90 degrees counter-clockwise, 90 clockwise (people lying down), upside down.
 ROTATION_SEARCH_TURNS = (1, 3, 2)
 ROTATION_MODES = ("auto", "best", "fallback", "off")
+# Detections of one face (from different turns) whose landmarks compete in
+# ``rotations="best"``.
+CANDIDATES_PER_FACE = 2
 # The mouth corners among the five-point scheme's points.
 FIVE_POINT_MOUTH = (3, 4)
 
@@ -281,10 +284,10 @@ class LandmarkDetector:
                 arguments); None: the predictor's ``rotations``.
             merge: with ``"best"``, merge the detections of one face found in
                 several turns, keeping the best-scoring one. False returns
-                them all: :meth:`predict` crops each and keeps the face whose
-                detector score times mean landmark confidence is highest
-                (the landmark model tells a face upside down from upright
-                better than the detector).
+                the two best-scoring ones of each face: :meth:`predict` crops
+                both and keeps the face whose detector score times mean
+                landmark confidence is higher (the landmark model tells a face
+                upside down from upright better than the detector).
 
         Returns:
             A list of :class:`fpezoo.detection.Detection` in ``image_rgb``'s
@@ -318,8 +321,11 @@ class LandmarkDetector:
             if mode == "fallback" and turned:
                 return turned
             candidates += turned
-        if len(candidates) < 2 or not merge:
-            return sorted(candidates, key=lambda d: -d.score)
+        if len(candidates) < 2:
+            return candidates
+        groups = overlap_groups([d.box for d in candidates], [d.score for d in candidates], NMS_IOU_THRESHOLD)
+        if not merge:  # the two best-scoring turns of each face compete on their landmarks
+            return [candidates[index] for group in groups for index in group[:CANDIDATES_PER_FACE]]
         points = [detection.points for detection in candidates]
         same_points = all(p is not None for p in points) and len({np.shape(p) for p in points}) == 1
         return non_max_suppression([d.box for d in candidates], [d.score for d in candidates],
@@ -710,7 +716,7 @@ def _window_around(image, box, margin):
     y0 = int(np.clip(math.floor(centre_y - half), 0, height - 1))
     x1 = int(np.clip(math.ceil(centre_x + half), x0 + 1, width))
     y1 = int(np.clip(math.ceil(centre_y + half), y0 + 1, height))
-    return np.ascontiguousarray(image[y0:y1, x0:x1]), (x0, y0)
+    return image[y0:y1, x0:x1], (x0, y0)  # a view: OpenCV reads it in place
 
 
 def _most_likely_faces(faces):
