@@ -75,9 +75,6 @@ CROP_WINDOW_MARGIN = 1.5
 # 90 degrees counter-clockwise, 90 clockwise (people lying down), upside down.
 ROTATION_SEARCH_TURNS = (1, 3, 2)
 ROTATION_MODES = ("auto", "best", "fallback", "off")
-# Detections of one face (from different turns) whose landmarks compete in
-# ``rotations="best"``.
-CANDIDATES_PER_FACE = 2
 # The mouth corners among the five-point scheme's points.
 FIVE_POINT_MOUTH = (3, 4)
 
@@ -283,11 +280,12 @@ class LandmarkDetector:
             rotations: ``"best"``, ``"fallback"`` or ``"off"`` (see the class
                 arguments); None: the predictor's ``rotations``.
             merge: with ``"best"``, merge the detections of one face found in
-                several turns, keeping the best-scoring one. False returns
-                the two best-scoring ones of each face: :meth:`predict` crops
-                both and keeps the face whose detector score times mean
-                landmark confidence is higher (the landmark model tells a face
-                upside down from upright better than the detector).
+                several turns, keeping the best-scoring one. False returns,
+                for each face, its best-scoring detection upright and its
+                best-scoring one in a turned image: :meth:`predict` crops both
+                and keeps the face whose detector score times mean landmark
+                confidence is higher (the landmark model tells a face upside
+                down from upright better than the detector).
 
         Returns:
             A list of :class:`fpezoo.detection.Detection` in ``image_rgb``'s
@@ -324,8 +322,13 @@ class LandmarkDetector:
         if len(candidates) < 2:
             return candidates
         groups = overlap_groups([d.box for d in candidates], [d.score for d in candidates], NMS_IOU_THRESHOLD)
-        if not merge:  # the two best-scoring turns of each face compete on their landmarks
-            return [candidates[index] for group in groups for index in group[:CANDIDATES_PER_FACE]]
+        if not merge:  # each face's best detection upright and best one turned compete on their landmarks
+            upright = len(found)  # candidates[:upright] were found upright
+            chosen = []
+            for group in groups:
+                chosen += [index for index in group if index < upright][:1]
+                chosen += [index for index in group if index >= upright][:1]
+            return [candidates[index] for index in sorted(chosen, key=lambda i: -candidates[i].score)]
         points = [detection.points for detection in candidates]
         same_points = all(p is not None for p in points) and len({np.shape(p) for p in points}) == 1
         return non_max_suppression([d.box for d in candidates], [d.score for d in candidates],
