@@ -174,15 +174,16 @@ class LandmarkDetector:
             previous frame's landmarks. Faces without points (given boxes,
             detectors without keypoints) are cropped upright.
         rotations: also search the image turned by 90, 270 and 180 degrees:
-            ``"best"`` runs the detector on all four turns and keeps each face
-            in the turn where it scores highest (overlapping detections merged
-            by :func:`fpezoo.detection.non_max_suppression`), which also
-            corrects faces that a detector finds, with wrong eye points, while
-            they lie on their side or upside down (BlazeFace does); it costs
-            three more detector runs per image, except for images whose faces
-            all reach the detector's ``upright_score``. ``"fallback"`` searches the
-            turns only when no face is found upright (the first turn with a
-            face wins). ``"off"`` (or False): upright only. ``"auto"``
+            ``"best"`` runs the detector on all four turns, crops each face as
+            found upright and in its best-scoring turn, and keeps the crop
+            whose detector score times mean landmark confidence is higher
+            (:meth:`detect` with ``merge=False``). It corrects faces that a
+            detector finds, with wrong eye points, while they lie on their side
+            or upside down (BlazeFace does), and costs three more detector runs
+            and a second crop per face, except for images whose faces all reach
+            the detector's ``upright_score``. ``"fallback"`` searches the turns
+            only when no face is found upright (the first turn with a face
+            wins). ``"off"`` (or False): upright only. ``"auto"``
             (default): the detector's ``rotation_search`` (``"best"`` for the
             fast default detector, ``"fallback"`` for the others). Boxes and
             points found in a turned image are mapped back to the image.
@@ -469,9 +470,9 @@ class FaceTracker:
     landmarks (the box keeps the position and size it had relative to the
     landmarks' extent when it was detected) turned upright by the roll of the
     previous frame's landmarks (eyes and mouth; when the predictor's
-    ``rotate_crops`` is on and the keypoint scheme converts to five points). The detector also runs every
-    ``redetect_interval`` frames to pick up new faces; it never searches
-    turned frames (``rotations``).
+    ``rotate_crops`` is on and the keypoint scheme converts to five points).
+    The detector also runs every ``redetect_interval`` frames to pick up new
+    faces; it never searches turned frames (``rotations``).
 
     Args:
         predictor: a :class:`LandmarkDetector` with a detector.
