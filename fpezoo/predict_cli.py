@@ -47,7 +47,7 @@ import numpy as np
 from fpezoo.deploy.convert import atomic_output
 from fpezoo.detection import DETECTORS, get_detector
 from fpezoo.imageio import IMAGE_SUFFIXES, ImageReadError, load_image
-from fpezoo.predictor import BACKENDS
+from fpezoo.predictor import BACKENDS, ROTATION_MODES
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 DETECTOR_CHOICES = ("default", *DETECTORS, "none")
@@ -147,6 +147,10 @@ def configure_parser(parser):
     parser.add_argument("--flip-test", action="store_true",
                         help="average each face with its mirror image (twice the model time, "
                              "lower error)")
+    parser.add_argument("--rotations", default="auto", choices=ROTATION_MODES,
+                        help="also search still images turned by 90, 270 and 180 degrees: 'best' "
+                             "always (each face kept in its most likely turn), 'fallback' only when no "
+                             "face is found upright; auto: the detector's choice (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -171,7 +175,7 @@ def run(args):
             predictor = LandmarkDetector(
                 model=model_argument(args), detector=load_detector(args.detector),
                 visibility_threshold=args.visibility_threshold, batch_size=args.batch_size,
-                backend=args.backend, flip_test=args.flip_test,
+                backend=args.backend, flip_test=args.flip_test, rotations=args.rotations,
             )
             writer = ResultWriter(args.output, predictor.num_keypoints, resume=args.resume)
         except USAGE_ERRORS as error:
