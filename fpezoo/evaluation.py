@@ -787,6 +787,8 @@ def configure_parser(parser):
     parser.add_argument("--out", help="result JSON (or the PNG with --ced)")
     parser.add_argument("--ced", nargs="+", metavar="RESULT_JSON",
                         help="plot the CED of these result files to --out instead of evaluating")
+    parser.add_argument("--labels", nargs="+", metavar="LABEL",
+                        help="with --ced: the legend label of each result file (default: model names)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -809,7 +811,11 @@ def _run(args):
         if not args.out:
             print("error: --ced needs --out ced.png", file=sys.stderr)
             return 2
-        print(plot_ced(args.ced, args.out))
+        if args.labels and len(args.labels) != len(args.ced):
+            print(f"error: --labels needs one label per --ced file. Received: {len(args.labels)} labels, "
+                  f"{len(args.ced)} files", file=sys.stderr)
+            return 2
+        print(plot_ced(args.ced, args.out, labels=args.labels))
         return 0
     if not args.model:
         print("error: give a model (registered name, .keras, .onnx or .tflite) or --ced files", file=sys.stderr)

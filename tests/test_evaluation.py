@@ -365,6 +365,12 @@ def test_keras_file_cli_and_ced_plot(tmp_path, capsys):
     assert cli.main(["evaluate", "--ced", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
                      "--out", str(tmp_path / "ced.png")]) == 0
     assert (tmp_path / "ced.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["evaluate", "--ced", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                     "--labels", "first", "second", "--out", str(tmp_path / "labelled.png")]) == 0
+    assert (tmp_path / "labelled.png").is_file()
+    assert cli.main(["evaluate", "--ced", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                     "--labels", "only one", "--out", str(tmp_path / "bad.png")]) == 2
+    assert "one label per --ced file" in capsys.readouterr().err and not (tmp_path / "bad.png").exists()
 
 
 def test_bad_arguments_are_named(tmp_path):
