@@ -476,7 +476,8 @@ def yaw_binned_statistics(errors, yaw_deg, threshold=FAILURE_THRESHOLD):
 # --------------------------------------------------------------------------- benchmarks
 def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size=64, limit=None,
              output=None, flip_test=False, scheme=None, input_color=None, reader=None,
-             reader_options=None, progress=True, box=None, box_jitter=None, seed=0, rotation=None):
+             reader_options=None, progress=True, box=None, box_jitter=None, seed=0, rotation=None,
+             validation_split=None):
     """Scores a model on a benchmark and returns (and optionally saves) the numbers.
 
     Args:
@@ -511,6 +512,10 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
             random angle in ``[-rotation, rotation]`` degrees and cropped around
             the turned face's box (:func:`predict_records`), the robustness to
             in-plane rotation; errors keep the upright face's normalisation.
+        validation_split: for ``"records"``, ``(fraction, seed)``: score only
+            the faces of a training config's validation split
+            (:func:`fpezoo.training.in_validation_split`, the split
+            ``data.validation_fraction`` and ``seed`` carve out of that file).
 
     Returns:
         A JSON-able dict of results, including ``per_face`` errors (for CED
@@ -530,7 +535,7 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
     started = time.time()
     options = {"enlarge": enlarge, "box": box, "batch_size": batch_size, "flip_test": flip_test,
                "progress": progress, "scheme": model_scheme, "box_jitter": box_jitter, "seed": seed,
-               "rotation": rotation}
+               "rotation": rotation, "validation_split": validation_split}
     if benchmark == "aflw2000-3d":
         results = _evaluate_aflw2000_3d(runner, data, limit, options)
     elif benchmark == "mtfl":
@@ -547,7 +552,8 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
                  "flip_test": flip_test,
                  **({"box_jitter": {"shift": box_jitter[0], "zoom": box_jitter[1], "seed": seed}}
                     if box_jitter is not None else {}),
-                 **({"rotation": {"max_deg": rotation, "seed": seed}} if rotation is not None else {})},
+                 **({"rotation": {"max_deg": rotation, "seed": seed}} if rotation is not None else {}),
+                 **({"validation_split": list(validation_split)} if validation_split is not None else {})},
         "limit": limit,
         "seconds": round(time.time() - started, 1),
         "primary": PRIMARY_ERRORS[benchmark],
@@ -644,7 +650,13 @@ def _evaluate_records(runner, label_file, reader, reader_options, limit, options
             f"The 'records' benchmark needs `reader` (one of {sorted(READERS)}) and `data` (the "
             f"label file or folder). Received: reader={reader!r}, data={label_file!r}"
         )
-    records = _limited(getattr(readers, READERS[reader])(label_file, **reader_options), limit)
+    records = getattr(readers, READERS[reader])(label_file, **reader_options)
+    if options["validation_split"] is not None:
+        from fpezoo.training import in_validation_split
+
+        fraction, seed = options["validation_split"]
+        records = [record for record in records if in_validation_split(record, fraction, int(seed))]
+    records = _limited(records, limit)
     names = {record.scheme for record in records}
     if len(names) != 1:
         raise ValueError(f"The label file mixes keypoint schemes. Received: schemes={sorted(names)}")
@@ -766,6 +778,9 @@ def configure_parser(parser):
     parser.add_argument("--benchmark", default="aflw2000-3d", choices=BENCHMARKS)
     parser.add_argument("--data", help="benchmark folder / list / label file (default: ../shared/data)")
     parser.add_argument("--reader", help="reader for --benchmark records (e.g. tao_json)")
+    parser.add_argument("--reader-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a keyword argument of --reader (VALUE read as JSON when it parses, "
+                             "else as text), e.g. image_root=../shared/data/aflw-crops one_based=false")
     parser.add_argument("--enlarge", type=float,
                         help="crop side over the face box's longer side (default: the registered "
                              f"model's, else {DEFAULT_ENLARGE})")
@@ -783,6 +798,9 @@ def configure_parser(parser):
                         help="turn every image about its face by a random angle in +-MAX_DEG and crop "
                              "around the turned face (robustness to in-plane rotation), e.g. 180")
     parser.add_argument("--seed", type=int, default=0, help="seed of --box-jitter and --rotation")
+    parser.add_argument("--validation-split", nargs=2, type=float, metavar=("FRACTION", "SEED"),
+                        help="--benchmark records: only the faces of a training config's validation "
+                             "split (its data.validation_fraction and seed), e.g. 0.05 0")
     parser.add_argument("--scheme", help="the model's keypoint scheme (default: by keypoint count)")
     parser.add_argument("--out", help="result JSON (or the PNG with --ced)")
     parser.add_argument("--ced", nargs="+", metavar="RESULT_JSON",
@@ -790,6 +808,20 @@ def configure_parser(parser):
     parser.add_argument("--labels", nargs="+", metavar="LABEL",
                         help="with --ced: the legend label of each result file (default: model names)")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def _reader_options(pairs):
+    """``["KEY=VALUE", ...]`` as a dict; each value is JSON when it parses, else text."""
+    options = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise ValueError(f"A reader option is KEY=VALUE. Received: reader_option={pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 def run(args):
@@ -823,8 +855,10 @@ def _run(args):
     results = evaluate(
         args.model, args.benchmark, data=args.data, enlarge=args.enlarge, batch_size=args.batch_size,
         limit=args.limit, output=args.out, flip_test=args.flip_test, scheme=args.scheme,
-        reader=args.reader, progress=not args.no_progress, box=args.box,
+        reader=args.reader, reader_options=_reader_options(args.reader_option),
+        progress=not args.no_progress, box=args.box,
         box_jitter=args.box_jitter, seed=args.seed, rotation=args.rotation,
+        validation_split=args.validation_split,
     )
     print(format_table(results))
     if args.out:

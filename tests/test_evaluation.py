@@ -451,3 +451,20 @@ def test_data_dir_prefers_the_environment_then_an_existing_folder(tmp_path, monk
     # A checkout with the data beside it wins.
     (tmp_path / "venv" / "shared" / "data").mkdir(parents=True)
     assert evaluation.data_dir() == tmp_path / "venv" / "shared" / "data"
+
+
+def test_reader_options_and_validation_split_of_the_records_benchmark(tmp_path):
+    assert evaluation._reader_options(["one_based=false", "scheme=tao80", "limit=3"]) == {
+        "one_based": False, "scheme": "tao80", "limit": 3}
+    with pytest.raises(ValueError, match="Received: reader_option='image_root'"):
+        evaluation._reader_options(["image_root"])
+    from fpezoo.data.readers import read_mtfl
+    from fpezoo.training import in_validation_split
+
+    list_file = write_mtfl(tmp_path / "mtfl", MTFL_POINTS)
+    seed = next(seed for seed in range(100)  # a split that holds some of the four faces, not all
+                if 0 < sum(in_validation_split(r, 0.5, seed) for r in read_mtfl(list_file)) < 4)
+    expected = sum(in_validation_split(record, 0.5, seed) for record in read_mtfl(list_file))
+    results = evaluation.evaluate(constant_model(MTFL_POINTS), "records", data=list_file, reader="mtfl",
+                                  validation_split=(0.5, seed), progress=False)
+    assert results["faces"] == expected and results["crop"]["validation_split"] == [0.5, seed]
