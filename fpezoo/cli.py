@@ -35,6 +35,8 @@ SUBCOMMANDS = {
     "benchmark": ("fpezoo.benchmarking", "measure inference speed"),
     "card": ("fpezoo.weights", "show the model card of registered weights"),
 }
+USAGE_EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report a Ctrl-C
 VERBOSE_HELP = "show TensorFlow's, absl's and LiteRT's own log lines on standard error"
 # What native loggers write, dropped from standard error without --verbose: absl / glog
 # lines ("I0000 00:00:1796651427.411313    7039 port.cc:153] ...": before absl logging is
@@ -73,7 +75,11 @@ def build_parser(subcommands=SUBCOMMANDS):
 def main(argv=None):
     """Runs ``fpezoo [--verbose] COMMAND [options]``; returns the exit code.
 
-    ``--verbose`` is taken before or after the subcommand.
+    ``--verbose`` is taken before or after the subcommand. A subcommand that
+    stops on bad input it did not report itself (a file it cannot read or
+    write, a bad value) prints one ``error:`` line and exits with
+    :data:`USAGE_EXIT_CODE` (with ``--verbose``, the traceback instead); Ctrl-C
+    prints one line and exits with :data:`INTERRUPTED_EXIT_CODE`.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args, rest = build_parser().parse_known_args(argv)
@@ -84,7 +90,17 @@ def main(argv=None):
         sub_parser = argparse.ArgumentParser(prog=f"fpezoo {args.command}", description=help_text)
         sub_parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
         module.configure_parser(sub_parser)
-        return module.run(sub_parser.parse_args(rest))
+        sub_args = sub_parser.parse_args(rest)
+        try:
+            return module.run(sub_args)
+        except KeyboardInterrupt:
+            print(f"interrupted: fpezoo {args.command} stopped", file=sys.stderr)
+            return INTERRUPTED_EXIT_CODE
+        except (OSError, ValueError, TypeError, LookupError) as error:
+            if verbose:
+                raise  # --verbose: the whole traceback
+            print(f"error: {error}", file=sys.stderr)
+            return USAGE_EXIT_CODE
 
 
 @contextlib.contextmanager

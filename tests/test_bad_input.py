@@ -10,6 +10,7 @@ behaviour is also checked by simulating the denied call.
 """
 
 import errno
+import importlib
 import json
 import os
 import pathlib
@@ -480,3 +481,28 @@ def test_every_subcommand_fails_cleanly_on_a_bad_file(command, kind, tmp_path, m
     assert code not in (0, None), err
     assert err.strip(), "no message"
     assert no_partial_files(tmp_path)
+
+
+@pytest.mark.parametrize("raised, code, message", [
+    (KeyboardInterrupt(), 130, "interrupted: fpezoo {command} stopped"),
+    (PermissionError(13, "Permission denied"), 2, "error: [Errno 13] Permission denied"),
+    (NotADirectoryError(20, "Not a directory"), 2, "error: [Errno 20] Not a directory"),
+])
+@pytest.mark.parametrize("command", listed_subcommands())
+def test_every_subcommand_turns_interrupts_and_unreported_errors_into_one_line(
+        command, raised, code, message, monkeypatch, capsys):
+    """Ctrl-C or an unwritable output met anywhere in a subcommand: one line, an exit code, no traceback."""
+    module = importlib.import_module(cli.SUBCOMMANDS[command][0])
+
+    def run(args):
+        raise raised
+
+    monkeypatch.setattr(module, "run", run)
+    argv = [command] + {"benchmark": ["--models", "retail"], "convert": ["x", "-o", "x.onnx"],
+                        "demo": []}.get(command, ["x"])
+    returned, out, err = run_main(argv, capsys)
+    assert returned == code
+    assert err.strip().splitlines() == [message.format(command=command)]
+    if code == 2:  # --verbose shows the error's traceback
+        with pytest.raises(type(raised)):
+            cli.main(["--verbose"] + argv)
