@@ -599,6 +599,14 @@ def resolve_model(model):
         model = default_model_name()
     if isinstance(model, keras.Model):
         return model, {}
+    if isinstance(model, (str, pathlib.Path)) and str(model).endswith((".weights.h5", ".onnx", ".tflite")):
+        raise ValueError(
+            "The predictor takes a registered name, a '.keras' file, a Keras model or a builder: a "
+            "'.weights.h5' file holds no architecture (build the model with its builder, e.g. "
+            "fpezoo.FPENet(weights=PATH, width=...), and pass that model; `fpezoo predict` takes "
+            "--builder), and exported .onnx/.tflite files run with `fpezoo evaluate`. "
+            f"Received: model={str(model)!r}"
+        )
     if isinstance(model, str) and not model.endswith(".keras"):
         from fpezoo.weights import build_registered, registry_entry
 

@@ -506,3 +506,12 @@ def test_every_subcommand_turns_interrupts_and_unreported_errors_into_one_line(
     if code == 2:  # --verbose shows the error's traceback
         with pytest.raises(type(raised)):
             cli.main(["--verbose"] + argv)
+
+
+@pytest.mark.parametrize("path", ["model.weights.h5", "model.onnx", "model.tflite"])
+def test_landmark_detector_names_what_a_weights_or_export_file_needs(path):
+    """Case 11 in Python: a '.weights.h5' path is not taken for an unknown registered name."""
+    from fpezoo.predictor import LandmarkDetector
+
+    with pytest.raises(ValueError, match=r"holds no architecture.*Received: model='model\.(weights\.h5|onnx|tflite)'"):
+        LandmarkDetector(path, detector=None)
