@@ -474,7 +474,7 @@ def test_turned_aflw2000_photos_give_the_upright_landmarks(shared_data, angle):
 
     labels = np.load(shared_data / "aflw2000-3d" / "landmarks.npz")
     predictor = LandmarkDetector("fpenet68_w32")
-    frontal = [i for i in range(60) if abs(labels["yaw_deg"][i]) < 30][:4]
+    frontal = [i for i in range(120) if abs(labels["yaw_deg"][i]) < 30][:12]
     errors = {}
     for index in frontal:
         photo = np.asarray(Image.open(shared_data / "aflw2000-3d" / "images" / str(labels["names"][index])))
