@@ -209,10 +209,11 @@ def load_config(path, _seen=()):
 
     A config may name a base config, ``"extends": "base.json"`` (relative to
     the config), and override its keys: dicts merge key by key, other values
-    (lists such as ``data.sources``, and ``schedule``) replace the base's. Every
-    path of a file (data ``path``, the ``image_root`` option and ``.npz``
-    options such as ``teacher``, a weights file, ``output_dir``) is relative to the file that names it, or
-    starts with ``$FPEZOO_DATA/`` (the shared data folder, :func:`data_root`).
+    (lists such as ``data.sources``, and ``schedule``) replace the base's.
+    Every path of a file (data ``path``, the ``image_root`` option and
+    ``.npz`` options such as ``teacher``, a weights file, ``output_dir``) is
+    relative to the file that names it, or starts with ``$FPEZOO_DATA/`` (the
+    shared data folder, :func:`data_root`).
 
     Args:
         path: the JSON file.
@@ -967,11 +968,7 @@ def configure_parser(parser):
 
 def run(args):
     """``fpezoo train CONFIG.json``: train (or resume) the run the config describes."""
-    try:
-        config = resolve_config(args.config)
-    except (OSError, ValueError, TypeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = resolve_config(args.config)  # a bad config is one error line (fpezoo.cli.main)
     for key in ("output_dir", "epochs", "steps_per_epoch"):
         value = getattr(args, key)
         if value is not None:
