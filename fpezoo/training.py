@@ -153,7 +153,7 @@ OPTIMIZERS = {
     "sgd": keras.optimizers.SGD,
 }
 STRATEGIES = ("default", "mirrored", "multi_worker")
-# Config paths that start with this name the shared data folder (see data_root).
+# Config paths that start with this name the shared data folder (fpezoo.evaluation.data_dir).
 DATA_ROOT_VARIABLE = "$FPEZOO_DATA"
 # Reader options that are paths (resolved like a source's `path`), besides `.npz` files.
 PATH_OPTIONS = ("image_root",)
@@ -162,11 +162,6 @@ WEIGHTS_FILE_SUFFIXES = (".weights.h5", ".xml", ".keras")
 
 
 # --------------------------------------------------------------------------- config
-def data_root():
-    """The shared data folder: ``$FPEZOO_DATA``, else ``../shared/data`` from the current folder."""
-    return pathlib.Path(os.environ.get("FPEZOO_DATA", "../shared/data"))
-
-
 def _merged(base, override):
     """``base`` with ``override``'s keys: dicts merge key by key (``schedule`` is replaced whole)."""
     merged = copy.deepcopy(base)
@@ -179,9 +174,11 @@ def _merged(base, override):
 
 
 def _resolve_path(value, folder):
-    """A config path: ``$FPEZOO_DATA/...`` under :func:`data_root`, else relative to ``folder``."""
+    """A config path: ``$FPEZOO_DATA/...`` in the shared data folder, else relative to ``folder``."""
     if value.startswith(DATA_ROOT_VARIABLE):
-        return str(data_root() / value[len(DATA_ROOT_VARIABLE):].lstrip("/"))
+        from fpezoo.evaluation import data_dir
+
+        return str(data_dir() / value[len(DATA_ROOT_VARIABLE):].lstrip("/"))
     path = pathlib.Path(value)
     return str(path if path.is_absolute() or folder is None else folder / path)
 
@@ -213,7 +210,7 @@ def load_config(path, _seen=()):
     Every path of a file (data ``path``, the ``image_root`` option and
     ``.npz`` options such as ``teacher``, a weights file, ``output_dir``) is
     relative to the file that names it, or starts with ``$FPEZOO_DATA/`` (the
-    shared data folder, :func:`data_root`).
+    shared data folder, :func:`fpezoo.evaluation.data_dir`).
 
     Args:
         path: the JSON file.
