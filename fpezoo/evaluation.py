@@ -336,25 +336,24 @@ def rotated_about_face(image, record, box, degrees):
         ``(rotated image, matrix, rotated box)``: ``matrix`` (2, 3) maps
         upright pixel centres to the rotated image's.
     """
-    import cv2
-
+    from fpezoo.coordinates import rotation_transform
+    from fpezoo.data.pipeline import transform_points, warp
     from fpezoo.data.records import landmark_box
 
     height, width = image.shape[:2]
-    matrix = cv2.getRotationMatrix2D(((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0), float(degrees), 1.0)
+    # rotation_transform turns clockwise on screen for a positive angle.
+    matrix = rotation_transform(-float(degrees), ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0))
     corners = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5], [width - 0.5, height - 0.5]])
-    turned = corners @ matrix[:, :2].T + matrix[:, 2]
+    turned = transform_points(corners, matrix)
     matrix[:, 2] -= turned.min(axis=0) + 0.5  # the turned image's corner goes to (-0.5, -0.5)
     size = np.ceil(turned.max(axis=0) - turned.min(axis=0) - 1e-6).astype(int)
-    rotated = cv2.warpAffine(image, matrix, (int(size[0]), int(size[1])), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT)
+    rotated = warp(image, matrix, (int(size[1]), int(size[0])))
     visible = np.isfinite(record.keypoints).all(axis=1) & (np.asarray(record.visibility) > 0)
     if visible.any():
         points = record.keypoints[visible]
     else:
         points = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]])
-    rotated_box = landmark_box(points @ matrix[:, :2].T + matrix[:, 2])
-    return rotated.reshape(rotated.shape[:2] + image.shape[2:]), matrix, tuple(float(v) for v in rotated_box)
+    return rotated, matrix, tuple(float(v) for v in landmark_box(transform_points(points, matrix)))
 
 
 def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
@@ -430,7 +429,7 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
         for face_points, transform, turn in zip(points, transforms, turns):
             face_points = invert_points(face_points, transform)
             if turn is not None:  # back into the upright image
-                face_points = (face_points - turn[:, 2]) @ np.linalg.inv(turn[:, :2]).T
+                face_points = invert_points(face_points, turn)
             keypoints.append(face_points)
         confidence.append(np.asarray(scores, dtype="float32"))
     return np.stack(keypoints).astype("float64"), np.concatenate(confidence)
