@@ -19,7 +19,7 @@ decoding included. Models have random weights (speed does not depend on them);
 INT8 is calibrated on real MTFL crops when ``../shared/data`` is present, else on
 random images (ranges then differ, speed does not).
 
-The crop step of the image pipeline (``fpezoo.data.pipeline.crop_face`` of a face
+The crop step of the image pipeline (``fpezoo.coordinates.crop_face`` of a face
 in a 640x480 frame to the 80x80 input) is timed too, to compare the whole
 per-face cost with the goal of 2 ms per face on one core.
 
@@ -164,7 +164,7 @@ def time_runs(function, repeats, warmup=3):
 def crop_milliseconds(repeats):
     """Median ms of cropping one face of a 640x480 frame to 80x80 with ``crop_face``."""
     try:
-        from fpezoo.data.pipeline import crop_face
+        from fpezoo.coordinates import crop_face
     except ImportError:
         return None
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)

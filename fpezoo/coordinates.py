@@ -122,3 +122,157 @@ def roll_from_eyes(left_eye, right_eye, mouth=None):
     down = np.asarray(mouth, dtype="float64") - (left_eye + right_eye) / 2
     # The vertical axis turned back by 90 degrees: (x, y) -> (y, -x).
     return np.degrees(np.arctan2(-down[..., 0], down[..., 1]))
+
+
+# Face crops: one 2x3 affine transform from image pixels to crop pixels.
+
+# Below this scale factor a warp first shrinks the image by averaging pixel blocks,
+# since bilinear sampling alone aliases when it skips source pixels.
+_MIN_WARP_SCALE = 0.5
+
+
+def _as_3x3(transform):
+    return np.vstack([np.asarray(transform, dtype="float64").reshape(2, 3), (0.0, 0.0, 1.0)])
+
+
+def resize_transform(src_hw, dst_hw):
+    """The 2x3 form of :func:`fpezoo.coordinates.rescale_points` (a resize)."""
+    origin = rescale_points(np.zeros(2), src_hw, dst_hw)
+    unit = rescale_points(np.ones(2), src_hw, dst_hw) - origin
+    return np.array([[unit[0], 0.0, origin[0]], [0.0, unit[1], origin[1]]], dtype="float64")
+
+
+def compose(outer, inner):
+    """The 2x3 transform applying ``inner`` then ``outer``."""
+    return (_as_3x3(outer) @ _as_3x3(inner))[:2]
+
+
+def invert_transform(transform):
+    """The inverse of a 2x3 affine transform."""
+    matrix = _as_3x3(transform)
+    if abs(np.linalg.det(matrix)) < 1e-12:
+        raise ValueError(
+            f"The transform is not invertible. Received: transform={np.asarray(transform).tolist()}")
+    return np.linalg.inv(matrix)[:2]
+
+
+def transform_points(points, transform):
+    """Applies a 2x3 affine transform to ``(..., 2)`` points."""
+    transform = np.asarray(transform, dtype="float64").reshape(2, 3)
+    points = np.asarray(points, dtype="float64")
+    return points @ transform[:, :2].T + transform[:, 2]
+
+
+def invert_points(points, transform):
+    """Maps points from the crop back to the original image (inverse of ``transform``).
+
+    Args:
+        points: ``(..., 2)`` points in the pixels of the crop (model input).
+        transform: the 2x3 image-to-crop transform of :func:`crop_face`.
+
+    Returns:
+        float64 ``(..., 2)`` points in original-image pixels.
+    """
+    return transform_points(points, invert_transform(transform))
+
+
+def _check_output_size(output_size):
+    output_size = tuple(int(v) for v in output_size)
+    if len(output_size) != 2 or min(output_size) < 1:
+        raise ValueError(f"output_size must be (height, width) >= 1. Received: output_size={output_size}")
+    return output_size
+
+
+def crop_transform(box, output_size, enlarge=1.0, jitter=0.0, rng=None):
+    """The 2x3 transform from image pixels to a square face crop.
+
+    The crop is the square of side ``enlarge * max(box width, box height)``
+    centred on the box, resized to ``output_size``. With ``jitter > 0`` the
+    centre moves by up to ``jitter`` of the side along each axis and the side
+    changes by up to ``jitter`` of itself (uniform draws from ``rng``). A crop
+    of the whole image (box ``(0, 0, W, H)``, square) is exactly
+    :func:`fpezoo.coordinates.rescale_points`.
+
+    Args:
+        box: ``(x_min, y_min, x_max, y_max)`` in pixel-corner units.
+        output_size: ``(height, width)`` of the crop.
+        enlarge: factor applied to the box's longer side.
+        jitter: relative random shift and zoom (training only).
+        rng: ``numpy.random.Generator`` (required when ``jitter > 0``).
+
+    Returns:
+        float64 ``(2, 3)`` array.
+    """
+    output_size = _check_output_size(output_size)
+    x_min, y_min, x_max, y_max = (float(v) for v in box)
+    if not (x_max > x_min and y_max > y_min and np.isfinite([x_min, y_min, x_max, y_max]).all()):
+        raise ValueError(f"A face box needs x_max > x_min and y_max > y_min. Received: box={box}")
+    if not enlarge > 0:
+        raise ValueError(f"enlarge must be positive. Received: enlarge={enlarge}")
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError(f"jitter must be in [0, 1). Received: jitter={jitter}")
+    center_x, center_y = (x_min + x_max) / 2.0, (y_min + y_max) / 2.0
+    side = max(x_max - x_min, y_max - y_min) * enlarge
+    if jitter > 0:
+        if rng is None:
+            raise ValueError("A jittered crop needs a random generator. Received: rng=None")
+        center_x += rng.uniform(-jitter, jitter) * side
+        center_y += rng.uniform(-jitter, jitter) * side
+        side *= rng.uniform(1.0 - jitter, 1.0 + jitter)
+    out_height, out_width = output_size
+    # Corner units u map to (u - crop origin) * k; pixel centres sit at u - 0.5.
+    scale_x, scale_y = out_width / side, out_height / side
+    return np.array(
+        [[scale_x, 0.0, (0.5 - center_x + side / 2.0) * scale_x - 0.5],
+         [0.0, scale_y, (0.5 - center_y + side / 2.0) * scale_y - 0.5]]
+    )
+
+
+def warp(image, transform, output_size):
+    """Warps ``image`` with a 2x3 image-to-output transform (bilinear, black outside).
+
+    Reductions below 1/2 first average n x n pixel blocks (an exact resize,
+    folded into the transform), so small crops of large photos do not alias.
+    """
+    import cv2
+
+    output_size = _check_output_size(output_size)
+    transform = np.asarray(transform, dtype="float64")
+    scale = np.sqrt(abs(np.linalg.det(transform[:, :2])))
+    height, width = image.shape[:2]
+    if scale < _MIN_WARP_SCALE:
+        # Average n x n blocks (exact for an integer factor: pad to a multiple of n with
+        # the black of the border), leaving a bilinear reduction of at most 2.
+        factor = int(1.0 / scale)
+        padded_hw = (-(-height // factor) * factor, -(-width // factor) * factor)
+        if padded_hw != (height, width):
+            image = cv2.copyMakeBorder(image, 0, padded_hw[0] - height, 0, padded_hw[1] - width,
+                                       cv2.BORDER_CONSTANT, value=0).reshape(padded_hw + image.shape[2:])
+        small_hw = (padded_hw[0] // factor, padded_hw[1] // factor)
+        image = cv2.resize(image, small_hw[::-1], interpolation=cv2.INTER_AREA).reshape(
+            small_hw + image.shape[2:])
+        transform = compose(transform, invert_transform(resize_transform(padded_hw, small_hw)))
+    out_height, out_width = output_size
+    warped = cv2.warpAffine(
+        image, transform, (out_width, out_height), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    )
+    return warped.reshape(output_size + image.shape[2:])
+
+
+def crop_face(image, box, output_size, enlarge=1.0, jitter=0.0, rng=None):
+    """Crops a square face region and resizes it to ``output_size``.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, C)`` array.
+        box: face box ``(x_min, y_min, x_max, y_max)`` in pixel-corner units;
+            parts outside the image come out black.
+        output_size: ``(height, width)``.
+        enlarge, jitter, rng: see :func:`crop_transform`.
+
+    Returns:
+        ``(crop, transform)``: the crop and the 2x3 image-to-crop transform
+        (map predictions back with :func:`invert_points`).
+    """
+    transform = crop_transform(box, output_size, enlarge, jitter, rng)
+    return warp(image, transform, output_size), transform

@@ -337,7 +337,7 @@ def rotated_about_face(image, record, box, degrees):
         upright pixel centres to the rotated image's.
     """
     from fpezoo.coordinates import rotation_transform
-    from fpezoo.data.pipeline import transform_points, warp
+    from fpezoo.coordinates import transform_points, warp
     from fpezoo.data.records import landmark_box
 
     height, width = image.shape[:2]
@@ -361,10 +361,10 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
                     rotation=None):
     """Predicts the landmarks of every record in original-image pixels.
 
-    Each face is cropped from its box with :func:`fpezoo.data.pipeline.crop_face`
+    Each face is cropped from its box with :func:`fpezoo.coordinates.crop_face`
     (square side ``enlarge`` times the box's longer side; a record without a
     box is a loose face crop, taken whole), run through the model, and mapped
-    back with :func:`fpezoo.data.pipeline.invert_points`. With ``box_jitter``
+    back with :func:`fpezoo.coordinates.invert_points`. With ``box_jitter``
     each box (the whole image of a loose crop) is first moved by
     :func:`jitter_box`, drawing for the records in order from one generator
     seeded with ``seed``: the same faces get the same boxes on every run and
@@ -395,7 +395,8 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
     """
     from tqdm import tqdm
 
-    from fpezoo.data.pipeline import crop_face, invert_points, record_box
+    from fpezoo.coordinates import crop_face, invert_points
+    from fpezoo.data.records import record_box
 
     box_jitter = check_box_jitter(box_jitter)
     rotation = check_rotation(rotation)

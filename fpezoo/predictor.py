@@ -15,14 +15,14 @@ The predictor chains the steps a user would otherwise glue together::
    face in the turn its detector scores highest (``"best"``), or only when no
    face is found upright (``"fallback"``).
 3. Crop each face from the full-resolution image the way the data pipeline
-   crops training faces (:func:`fpezoo.data.pipeline.crop_transform`: square
+   crops training faces (:func:`fpezoo.coordinates.crop_transform`: square
    box, enlargement), turned upright by the face's roll (the angle of the axis
    from the detector's eye points to its mouth point,
    :func:`fpezoo.coordinates.roll_from_eyes`, composed with
    :func:`fpezoo.coordinates.rotation_transform`), and resize it to the
    model's input.
 4. Run the model on batches of crops and map the keypoints back to the original
-   image with the inverse crop transform (:func:`fpezoo.data.pipeline.invert_points`).
+   image with the inverse crop transform (:func:`fpezoo.coordinates.invert_points`).
 
 :class:`FaceTracker` follows faces through video frames: the previous frame's
 landmarks give the next crop (and its roll), and the detector runs again when
@@ -302,7 +302,7 @@ class LandmarkDetector:
         confident = found and upright_score is not None and min(d.score for d in found) >= upright_score
         if mode == "off" or (mode == "fallback" and found) or confident:
             return found
-        from fpezoo.data.pipeline import compose, invert_transform, resize_transform
+        from fpezoo.coordinates import compose, invert_transform, resize_transform
 
         # The turns are searched on the downscaled copy the detector saw upright.
         small, image_hw = downscale_for_detection(image_rgb, max_side)
@@ -395,7 +395,7 @@ class LandmarkDetector:
             ``(h, w, channels)`` float32 0-255, and the 2x3 affine matrix from
             original-image to crop pixels.
         """
-        from fpezoo.data.pipeline import compose, crop_transform, warp
+        from fpezoo.coordinates import compose, crop_transform, warp
 
         box = _check_box(box)
         enlarge = self.enlarge if enlarge is None else enlarge
@@ -445,7 +445,7 @@ class LandmarkDetector:
         return np.concatenate(keypoints), np.concatenate(confidence)
 
     def _face(self, image, detection, crop_keypoints, crop_confidence, transform, roll):
-        from fpezoo.data.pipeline import invert_points
+        from fpezoo.coordinates import invert_points
 
         keypoints = np.asarray(invert_points(crop_keypoints, transform), dtype="float32")
         height, width = image.shape[:2]
@@ -742,7 +742,7 @@ def _most_likely_faces(faces):
 
 def _transform_detection(detection, transform):
     """A detection mapped by a 2x3 pixel transform: its box is the bounds of the moved box."""
-    from fpezoo.data.pipeline import transform_points
+    from fpezoo.coordinates import transform_points
 
     x_min, y_min, x_max, y_max = detection.box
     # Box corners are pixel-corner units: pixel centres sit half a pixel inside.

@@ -13,7 +13,7 @@ Crop rule (the same for training, evaluation and the official model): the
 square of side ``enlarge`` times the longer side of the box of the five
 points (:func:`fpezoo.data.with_landmark_boxes`, the ``"box": "landmarks"``
 of the recipes' data sources), centred on that box, resized to 48x48
-(:func:`fpezoo.data.pipeline.crop_transform`). At test time the box comes from
+(:func:`fpezoo.coordinates.crop_transform`). At test time the box comes from
 the ground-truth points, as the peer numbers of issue 5 were measured ("fed a
 tight box derived from the labels"); it is the ``--box landmarks`` framing of
 ``fpezoo evaluate MODEL --benchmark mtfl``.

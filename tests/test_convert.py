@@ -426,7 +426,7 @@ def test_calibration_images_from_data_readers(shared_data):
 @pytest.mark.data
 def test_calibration_crops_take_the_crop_the_model_expects(shared_data):
     """A record's face is cropped at the given enlargement; a registered name gives its own."""
-    from fpezoo.data.pipeline import crop_face
+    from fpezoo.coordinates import crop_face
     from fpezoo.imageio import load_image
     from fpezoo.predictor import DEFAULT_ENLARGE
     from fpezoo.weights import registry_entry

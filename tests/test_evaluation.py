@@ -84,7 +84,7 @@ def write_aflw2000_3d(folder, yaws, black_face=None):
 
 def crop_points(enlarge=evaluation.DEFAULT_ENLARGE):
     """Where the protocol's crop puts the template (the same for every face)."""
-    from fpezoo.data.pipeline import crop_transform, transform_points
+    from fpezoo.coordinates import crop_transform, transform_points
     from fpezoo.data.records import landmark_box
 
     template = _template()

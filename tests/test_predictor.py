@@ -203,7 +203,7 @@ def test_window_crop_equals_whole_image_crop(gray_predictor):
     image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
     box = (250.0, 10.0, 330.0, 70.0)
     crop, transform = gray_predictor.crop(image, box)
-    from fpezoo.data.pipeline import crop_face
+    from fpezoo.coordinates import crop_face
 
     direct, direct_transform = crop_face(image, box, (64, 64), enlarge=1.0)
     np.testing.assert_allclose(transform, direct_transform, atol=1e-6)
@@ -232,7 +232,7 @@ def test_crop_turned_by_the_roll_is_the_upright_crop(gray_predictor):
     np.testing.assert_allclose(crop, upright, atol=1e-3)
     assert np.abs(crop - gray_predictor.crop(turned, turned_box)[0]).mean() > 4  # not upright without the roll
     # The transform maps the turned image's pixels onto the crop's.
-    from fpezoo.data.pipeline import transform_points
+    from fpezoo.coordinates import transform_points
 
     np.testing.assert_allclose(transform_points(moved - 0.5, transform), (31.5, 31.5), atol=1e-9)
 
@@ -470,7 +470,7 @@ def test_one_face_found_in_several_turns_keeps_the_most_confident_landmarks():
 def test_turned_aflw2000_photos_give_the_upright_landmarks(shared_data, angle):
     import cv2
 
-    from fpezoo.data.pipeline import invert_transform, transform_points
+    from fpezoo.coordinates import invert_transform, transform_points
 
     labels = np.load(shared_data / "aflw2000-3d" / "landmarks.npz")
     predictor = LandmarkDetector("fpenet68_w32")

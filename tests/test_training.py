@@ -412,7 +412,7 @@ def test_teacher_model_labels_every_point_in_image_pixels(tmp_path):
     """Distillation labels: the model's crop predictions, mapped back through the recipe crop."""
     import cv2
 
-    from fpezoo.data.pipeline import crop_transform, invert_points
+    from fpezoo.coordinates import crop_transform, invert_points
 
     script = _label_script()
     records = []

@@ -246,3 +246,16 @@ def image_size(image):
     with Image.open(path) as opened:
         width, height = opened.size
     return height, width
+
+
+def record_box(record, image=None):
+    """A record's face box; the whole image for loose crops (``box`` None).
+
+    Args:
+        record: the record.
+        image: the record's image if already loaded (saves reading the file header).
+    """
+    if record.box is not None:
+        return record.box
+    height, width = image.shape[:2] if image is not None else image_size(record.image)
+    return (0.0, 0.0, float(width), float(height))

@@ -727,7 +727,7 @@ class CalibrationImages:
         source: a folder of face-crop images (each resized to the input size), or
             ``"reader:path"`` with a reader of ``CALIBRATION_READERS``: each
             record's face is cropped by its box with
-            :func:`fpezoo.data.pipeline.crop_face`, enlarged by ``enlarge`` (or
+            :func:`fpezoo.coordinates.crop_face`, enlarged by ``enlarge`` (or
             the whole image is resized when the record has no box: the loose
             crops of MTFL and AFLW).
         image_size: ``(height, width)`` of the model input.
@@ -797,7 +797,7 @@ class CalibrationImages:
         if box is None:
             crop = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
         else:
-            from fpezoo.data.pipeline import crop_face
+            from fpezoo.coordinates import crop_face
 
             crop = crop_face(rgb, box, output_size=(height, width), enlarge=self.enlarge)[0]
         crop = np.asarray(crop, dtype=np.float32)
