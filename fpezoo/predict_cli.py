@@ -455,8 +455,12 @@ def predict_video(predictor, path, writer, drawing=None, show_progress=True):
     crop. ``drawing``: path of an annotated MP4 to write, or None. The video's
     records and its drawing are written when its last frame is done, so an
     interrupted video is left out of the output (and rerun by ``--resume``);
-    a video already in the output is rerun for its missing drawing only.
+    a video already in the output is rerun for its missing drawing only. A
+    line on standard error gives the frames, the detector's runs and the
+    frames per second (wall clock of reading, landmarks and drawing).
     """
+    import time
+
     import cv2
 
     from fpezoo.predictor import FaceTracker, draw_faces
@@ -475,6 +479,7 @@ def predict_video(predictor, path, writer, drawing=None, show_progress=True):
     progress = _progress(total=announced or None, unit="frame", disable=not show_progress)
     frames = []  # the faces of each frame
     with contextlib.ExitStack() as staging:
+        start = time.perf_counter()
         try:
             while True:
                 ok, frame_bgr = capture.read()
@@ -495,6 +500,10 @@ def predict_video(predictor, path, writer, drawing=None, show_progress=True):
             capture.release()
             if video_writer is not None:
                 video_writer.release()
+        seconds = time.perf_counter() - start
+        runs = "no detector" if tracker is None else f"{tracker.detections_run} detector run(s)"
+        print(f"{path}: {len(frames)} frame(s), {runs}, {len(frames) / max(seconds, 1e-9):.1f} frames/s",
+              file=sys.stderr)
         ended_early = not frames or (announced > 0 and len(frames) < announced)
         record = str(path) not in writer.done
         with uninterrupted():

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from fpezoo.cli import main
-from test_predictor import ASTRONAUT, dot_finder, draw_dot
+from test_predictor import ASTRONAUT, FixedDetector, dot_finder, draw_dot
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -199,6 +199,23 @@ def test_video_that_ends_early_keeps_its_frames(tmp_path, model_path, capsys):
     assert 0 < len(records) - 1 < 30
     np.testing.assert_allclose(records[0]["faces"][0]["keypoints"], [[10, 20]], atol=0.5)
     assert "Video ended early" in capsys.readouterr().err
+
+
+def test_video_reports_frames_detector_runs_and_frames_per_second(tmp_path, capsys):
+    from fpezoo.predict_cli import ResultWriter, predict_video
+    from fpezoo.predictor import LandmarkDetector
+
+    frames = [draw_dot(np.zeros((48, 64, 3), np.uint8), 20 + i, 24) for i in range(8)]
+    video = tmp_path / "clip.avi"
+    write_video(video, frames)
+    detector = FixedDetector([(0.0, 0.0, 64.0, 48.0)])
+    predictor = LandmarkDetector(model=dot_finder(), detector=detector, enlarge=1.0)
+    with ResultWriter(tmp_path / "clip.jsonl", 1) as writer:
+        assert predict_video(predictor, video, writer, show_progress=False) == 0
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "frames/s" in line]
+    head, rate = line.rsplit(", ", 1)
+    assert head == f"{video}: 8 frame(s), {detector.calls} detector run(s)" and detector.calls < 8  # tracked
+    assert float(rate.split()[0]) > 0
 
 
 def test_demo_writes_an_annotated_png(tmp_path, model_path, capsys):
