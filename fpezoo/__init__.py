@@ -36,7 +36,7 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "schemes", "coordinates", "layers", "losses", "metrics", "models", "weights",
-    "data", "training", "evaluation", "deploy", "detection", "predictor", "geometry",
+    "data", "training", "evaluation", "deploy", "detection", "predictor", "geometry", "runtime",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)

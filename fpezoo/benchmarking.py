@@ -188,10 +188,10 @@ def _calibration_crops(size, channels, count=64):
 
 def _runners(model, backends, work):
     """``{backend: function(images) -> outputs}`` for the requested backends."""
-    import importlib
+    from fpezoo.deploy import export
+    from fpezoo.runtime import LiteRTRunner, OnnxRunner
 
-    convert = importlib.import_module("fpezoo.deploy.convert")
-    spec = convert.export_signature(model, needs_fixed_size=True)
+    spec = export.export_signature(model, needs_fixed_size=True)
     runners = {}
     if "keras" in backends:
         runners["keras"] = model.predict_on_batch
@@ -204,17 +204,17 @@ def _runners(model, backends, work):
                                                     "litert_int8"))
     saved_model = os.path.join(work, "saved_model")
     if needs_saved_model:
-        convert.export_saved_model(model, spec, saved_model)
+        export.export_saved_model(model, spec, saved_model)
     if "savedmodel" in backends:
         import tensorflow as tf
 
         serving = tf.saved_model.load(saved_model).signatures["serving_default"]
         runners["savedmodel"] = lambda x: {k: v.numpy() for k, v in serving(images=tf.constant(x)).items()}
     onnx_path = os.path.join(work, "model.onnx")
-    convert.export_onnx(model, spec, onnx_path)
+    export.export_onnx(model, spec, onnx_path)
     for threads in (1, 2):
         if f"onnxruntime_{threads}t" in backends:
-            runners[f"onnxruntime_{threads}t"] = _onnxruntime_runner(onnx_path, threads)
+            runners[f"onnxruntime_{threads}t"] = OnnxRunner(onnx_path, num_threads=threads)
     calibration_source = None
     for precision in ("fp32", "fp16", "int8"):
         if f"litert_{precision}" not in backends:
@@ -223,19 +223,9 @@ def _runners(model, backends, work):
         if precision == "int8":
             crops, calibration_source = _calibration_crops(spec.shape[1:3], spec.shape[3])
         path = os.path.join(work, f"model_{precision}.tflite")
-        convert.export_litert(saved_model, path, precision, crops)
-        runners[f"litert_{precision}"] = convert.litert_runner(path)
+        export.export_litert(saved_model, path, precision, crops)
+        runners[f"litert_{precision}"] = LiteRTRunner(path)
     return runners, onnx_path, calibration_source
-
-
-def _onnxruntime_runner(path, threads):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"images": x})
 
 
 def benchmark_model(label, builder, config, backends, latency_repeats, throughput_repeats):

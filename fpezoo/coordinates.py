@@ -228,6 +228,13 @@ def crop_transform(box, output_size, enlarge=1.0, jitter=0.0, rng=None):
     )
 
 
+def warp_block_size(transform):
+    """The side of the pixel blocks :func:`warp` averages first for a transform (1: none)."""
+    transform = np.asarray(transform, dtype="float64").reshape(2, 3)
+    scale = np.sqrt(abs(np.linalg.det(transform[:, :2])))
+    return int(1.0 / scale) if scale < _MIN_WARP_SCALE else 1
+
+
 def warp(image, transform, output_size):
     """Warps ``image`` with a 2x3 image-to-output transform (bilinear, black outside).
 
@@ -238,12 +245,11 @@ def warp(image, transform, output_size):
 
     output_size = _check_output_size(output_size)
     transform = np.asarray(transform, dtype="float64")
-    scale = np.sqrt(abs(np.linalg.det(transform[:, :2])))
     height, width = image.shape[:2]
-    if scale < _MIN_WARP_SCALE:
+    factor = warp_block_size(transform)
+    if factor > 1:
         # Average n x n blocks (exact for an integer factor: pad to a multiple of n with
         # the black of the border), leaving a bilinear reduction of at most 2.
-        factor = int(1.0 / scale)
         padded_hw = (-(-height // factor) * factor, -(-width // factor) * factor)
         if padded_hw != (height, width):
             image = cv2.copyMakeBorder(image, 0, padded_hw[0] - height, 0, padded_hw[1] - width,

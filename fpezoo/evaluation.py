@@ -39,6 +39,7 @@ Command line::
     fpezoo evaluate --ced a.json b.json --out ced.png
 """
 
+import dataclasses
 import json
 import numbers
 import os
@@ -48,9 +49,9 @@ import time
 
 import numpy as np
 
-from fpezoo import metrics, schemes, weights
+from fpezoo import metrics, runtime, schemes
 from fpezoo.data import with_landmark_boxes
-from fpezoo.predictor import DEFAULT_ENLARGE
+from fpezoo.runtime import DEFAULT_ENLARGE
 
 BENCHMARKS = ("aflw2000-3d", "mtfl", "records")
 # Crops: the side of the square crop is `enlarge` times the longer side of a
@@ -116,119 +117,14 @@ def benchmark_data(benchmark, data=None):
 
 
 # --------------------------------------------------------------------------- models
-class KerasRunner:
-    """Runs a Keras landmark model on batches of crops.
-
-    Args:
-        model: a Keras model, a ``.keras`` path or a registered weights name.
-        input_color: colour order of the crops (None: read from the model).
-    """
-
-    def __init__(self, model, input_color=None):
-        from fpezoo.predictor import model_input_spec, resolve_model
-
-        self.model, registered = resolve_model(os.fspath(model) if isinstance(model, pathlib.Path) else model)
-        self.name = model if isinstance(model, (str, os.PathLike)) else self.model.name
-        self.name = os.fspath(self.name)
-        self.input_size, self.input_color = model_input_spec(self.model, input_color)
-        self.num_keypoints = int(self.model.outputs[0].shape[1])
-        self.scheme = registered.get("scheme")
-        self.enlarge = registered.get("enlarge")
-        self.weights_sha256 = registered.get("sha256") or (
-            weights.sha256(self.name) if isinstance(model, (str, os.PathLike)) else None)
-
-    def __call__(self, crops):
-        """``(keypoints (N, K, 2), confidence (N, K))`` for float32 crops."""
-        outputs = self.model.predict_on_batch(np.asarray(crops, dtype="float32"))
-        return np.asarray(outputs[0]), np.asarray(outputs[1])
-
-
-class OnnxRunner:
-    """Runs an exported ONNX landmark model (``fpezoo convert``) with onnxruntime.
-
-    Args:
-        path: the ``.onnx`` file; its input is ``(N, H, W, C)`` and its outputs
-            include keypoints ``(N, K, 2)`` (and confidence ``(N, K)``). Its
-            crop (scheme, framing, size, colour) is read from the metadata
-            ``fpezoo convert`` records (:func:`fpezoo.deploy.metadata.exported_model_info`).
-        input_color: colour order of the crops (default: recorded, else
-            ``"rgb"`` for 3 channels).
-    """
-
-    def __init__(self, path, input_color=None):
-        import onnxruntime
-
-        from fpezoo.deploy.metadata import exported_model_info
-
-        path = pathlib.Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX model not found. Received: model={str(path)!r}")
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.name = str(path)
-        model_input = self.session.get_inputs()[0]
-        self.input_name = model_input.name
-        info = exported_model_info(path, model_input.shape, input_color)
-        self.input_size, self.input_color = info.input_size, info.input_color
-        outputs = self.session.get_outputs()
-        keypoint_outputs = [o for o in outputs if len(o.shape) == 3 and o.shape[-1] == 2]
-        if not keypoint_outputs:
-            raise ValueError(
-                "The ONNX model has no keypoints output of shape (N, K, 2). "
-                f"Received: outputs={[(o.name, o.shape) for o in outputs]}"
-            )
-        self.keypoints_name = keypoint_outputs[0].name
-        self.num_keypoints = int(keypoint_outputs[0].shape[1])
-        confidence = [o for o in outputs if len(o.shape) == 2 and o.shape[-1] == self.num_keypoints]
-        self.confidence_name = confidence[0].name if confidence else None
-        self.scheme, self.enlarge = info.scheme, info.enlarge
-        self.weights_sha256 = weights.sha256(path)
-
-    def __call__(self, crops):
-        names = [self.keypoints_name] + ([self.confidence_name] if self.confidence_name else [])
-        results = self.session.run(names, {self.input_name: np.asarray(crops, dtype="float32")})
-        keypoints = results[0]
-        confidence = results[1] if len(results) > 1 else np.ones(keypoints.shape[:2], "float32")
-        return keypoints, confidence
-
-
-class LiteRTRunner:
-    """Runs an exported LiteRT landmark model (``fpezoo convert --to litert``) on one thread.
-
-    Args:
-        path: the ``.tflite`` file (fp32, fp16 or int8; float32 input and
-            outputs). Its crop (scheme, framing, size, colour) is read from the
-            metadata ``fpezoo convert`` records
-            (:func:`fpezoo.deploy.metadata.exported_model_info`).
-        input_color: colour order of the crops (default: recorded, else
-            ``"rgb"`` for 3 channels).
-    """
-
-    def __init__(self, path, input_color=None):
-        from fpezoo.deploy.convert import litert_runner
-        from fpezoo.deploy.metadata import exported_model_info
-
-        self.run = litert_runner(path)
-        self.name = os.fspath(path)
-        info = exported_model_info(path, self.run.input_shape, input_color)
-        self.input_size, self.input_color = info.input_size, info.input_color
-        self.num_keypoints = self.run.num_keypoints
-        self.scheme, self.enlarge = info.scheme, info.enlarge
-        self.weights_sha256 = weights.sha256(path)
-
-    def __call__(self, crops):
-        return self.run(crops)
-
-
-EXPORTED_RUNNERS = {".onnx": OnnxRunner, ".tflite": LiteRTRunner}
-
-
 def model_runner(model, input_color=None):
-    """A runner (:class:`KerasRunner`, :class:`OnnxRunner` or :class:`LiteRTRunner`) for ``model``."""
-    if isinstance(model, (str, os.PathLike)):
-        exported = EXPORTED_RUNNERS.get(pathlib.Path(model).suffix.lower())
-        if exported is not None:
-            return exported(model, input_color)
-    return KerasRunner(model, input_color)
+    """The runner that scores ``model`` (:func:`fpezoo.runtime.load_runner`).
+
+    Keras sources (registered names included) run on Keras, exported
+    ``.onnx``/``.tflite`` files on their own runtime.
+    """
+    exported = isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(runtime.EXPORTED_SUFFIXES)
+    return runtime.load_runner(model, backend="auto" if exported else "keras", input_color=input_color)
 
 
 # --------------------------------------------------------------------------- framing
@@ -254,7 +150,7 @@ def crop_framing(runner, benchmark, enlarge=None, box=None):
         :data:`MTFL_BOXES` (None for the other benchmarks).
     """
     if enlarge is None:
-        enlarge = runner.enlarge if runner.enlarge is not None else DEFAULT_ENLARGE
+        enlarge = runner.spec.enlarge if runner.spec.enlarge is not None else DEFAULT_ENLARGE
     if not isinstance(enlarge, numbers.Real) or not 0 < enlarge < np.inf:
         raise ValueError(f"`enlarge` must be a positive number. Received: enlarge={enlarge!r}")
     if benchmark != "mtfl":
@@ -264,7 +160,7 @@ def crop_framing(runner, benchmark, enlarge=None, box=None):
                 f"benchmark={benchmark!r}")
         return float(enlarge), None
     if box is None:
-        registered_five_point = runner.enlarge is not None and runner.scheme == "five_point"
+        registered_five_point = runner.spec.enlarge is not None and runner.spec.scheme == "five_point"
         box = "landmarks" if registered_five_point else "image"
     if box not in MTFL_BOXES:
         raise ValueError(f"`box` must be one of {MTFL_BOXES}. Received: box={box!r}")
@@ -356,24 +252,23 @@ def rotated_about_face(image, record, box, degrees):
     return rotated, matrix, tuple(float(v) for v in landmark_box(transform_points(points, matrix)))
 
 
-def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
-                    scheme=None, progress=True, description="faces", box_jitter=None, seed=0,
-                    rotation=None):
+def predict_records(runner, records, enlarge, batch_size=64, flip_test=False, progress=True,
+                    description="faces", box_jitter=None, seed=0, rotation=None, upright_pass=False):
     """Predicts the landmarks of every record in original-image pixels.
 
-    Each face is cropped from its box with :func:`fpezoo.coordinates.crop_face`
-    (square side ``enlarge`` times the box's longer side; a record without a
-    box is a loose face crop, taken whole), run through the model, and mapped
-    back with :func:`fpezoo.coordinates.invert_points`. With ``box_jitter``
-    each box (the whole image of a loose crop) is first moved by
-    :func:`jitter_box`, drawing for the records in order from one generator
-    seeded with ``seed``: the same faces get the same boxes on every run and
-    for every model. With ``rotation``, each image is first turned about its
-    face by a uniform random angle in ``[-rotation, rotation]`` degrees
-    (:func:`rotated_about_face`, angles drawn in order from a second generator
-    seeded with ``seed``), the face is cropped around its turned box, and the
-    predictions are turned back into the upright image, so they compare with the
-    upright labels (point distances do not change under rotation).
+    Each face is cropped from its box (square side ``enlarge`` times the box's
+    longer side; a record without a box is a loose face crop, taken whole), run
+    through the model, and mapped back: the crop -> run -> invert loop of
+    :func:`fpezoo.runtime.predict_boxes`. With ``box_jitter`` each box (the
+    whole image of a loose crop) is first moved by :func:`jitter_box`, drawing
+    for the records in order from one generator seeded with ``seed``: the same
+    faces get the same boxes on every run and for every model. With
+    ``rotation``, each image is first turned about its face by a uniform random
+    angle in ``[-rotation, rotation]`` degrees (:func:`rotated_about_face`,
+    angles drawn in order from a second generator seeded with ``seed``), the
+    face is cropped around its turned box, and the predictions are turned back
+    into the upright image, so they compare with the upright labels (point
+    distances do not change under rotation).
 
     Args:
         runner: a :func:`model_runner`.
@@ -381,13 +276,14 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
         enlarge: crop side over the longer side of a record's box.
         batch_size: crops per model call.
         flip_test: also run the mirrored crops and average with their flipped
-            back predictions (needs the model's ``scheme``).
-        scheme: the model's keypoint scheme (for ``flip_test``).
+            back predictions (needs the runner's scheme).
         progress: show a progress bar.
         description: label of the progress bar.
         box_jitter: ``(shift, zoom)`` for :func:`jitter_box`, or None.
         seed: seed of the box jitter and of the rotation angles.
         rotation: largest angle in degrees (see above), or None.
+        upright_pass: re-crop faces whose predicted landmarks show a roll their
+            crop missed (see :func:`fpezoo.runtime.predict_boxes`).
 
     Returns:
         ``(keypoints (N, K, 2), confidence (N, K))``, float64 / float32; a
@@ -395,7 +291,7 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
     """
     from tqdm import tqdm
 
-    from fpezoo.coordinates import crop_face, invert_points
+    from fpezoo.coordinates import invert_points
     from fpezoo.data.records import record_box
 
     box_jitter = check_box_jitter(box_jitter)
@@ -405,35 +301,27 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False,
     keypoints, confidence = [], []
     starts = range(0, len(records), batch_size)
     for start in tqdm(starts, desc=description, unit="batch", disable=not progress, file=sys.stderr):
-        chunk = records[start:start + batch_size]
-        crops, transforms, turns = [], [], []
-        for index, record in enumerate(chunk, start):
-            image = record.load_image(runner.input_color)
+        images, boxes, enlarges, turns = [], [], [], []
+        for index, record in enumerate(records[start:start + batch_size], start):
+            image = record.load_image(runner.spec.input_color)
             box = record_box(record, image)
             turn = None
             if rotation is not None:
                 image, turn, box = rotated_about_face(image, record, box, angles[index])
-            turns.append(turn)
             if box_jitter is not None:
                 box = jitter_box(box, *box_jitter, rng)
-            crop, transform = crop_face(image, box, runner.input_size,
-                                        enlarge=1.0 if record.box is None and turn is None else enlarge)
-            crops.append(crop.reshape(runner.input_size + (-1,)))
-            transforms.append(transform)
-        crops = np.stack(crops).astype("float32")
-        if flip_test:
-            if scheme is None:
-                raise ValueError("flip_test needs the model's keypoint scheme. Received: scheme=None")
-            points, scores = schemes.flip_averaged_predictions(runner, crops, scheme)
-        else:
-            points, scores = runner(crops)
-        for face_points, transform, turn in zip(points, transforms, turns):
-            face_points = invert_points(face_points, transform)
-            if turn is not None:  # back into the upright image
-                face_points = invert_points(face_points, turn)
-            keypoints.append(face_points)
-        confidence.append(np.asarray(scores, dtype="float32"))
-    return np.stack(keypoints).astype("float64"), np.concatenate(confidence)
+            boxes.append((len(images), box))
+            images.append(image)
+            enlarges.append(1.0 if record.box is None and turn is None else enlarge)
+            turns.append(turn)
+        predictions = runtime.predict_boxes(runner, images, boxes, enlarge=enlarges,
+                                            image_color=runner.spec.input_color, batch_size=batch_size,
+                                            flip_test=flip_test, upright_pass=upright_pass)
+        for prediction, turn in zip(predictions, turns):
+            # back into the upright image
+            keypoints.append(prediction.keypoints if turn is None else invert_points(prediction.keypoints, turn))
+            confidence.append(prediction.confidence)
+    return np.stack(keypoints).astype("float64"), np.stack(confidence).astype("float32")
 
 
 def to_scheme(keypoints, source, target):
@@ -477,7 +365,7 @@ def yaw_binned_statistics(errors, yaw_deg, threshold=FAILURE_THRESHOLD):
 def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size=64, limit=None,
              output=None, flip_test=False, scheme=None, input_color=None, reader=None,
              reader_options=None, progress=True, box=None, box_jitter=None, seed=0, rotation=None,
-             validation_split=None):
+             validation_split=None, upright_pass=False):
     """Scores a model on a benchmark and returns (and optionally saves) the numbers.
 
     Args:
@@ -496,7 +384,7 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
         flip_test: average with the predictions on mirrored crops.
         scheme: the model's keypoint scheme (default: registered or by count).
         input_color: colour order the model takes (default: from the model).
-        reader: for ``"records"``, a reader name of ``fpezoo.training.READERS``.
+        reader: for ``"records"``, a reader name of :data:`fpezoo.data.readers.READERS`.
         reader_options: keyword arguments for that reader.
         progress: show a progress bar.
         box: for ``"mtfl"``, ``"landmarks"`` (crop from the labels' five-point
@@ -514,8 +402,14 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
             in-plane rotation; errors keep the upright face's normalisation.
         validation_split: for ``"records"``, ``(fraction, seed)``: score only
             the faces of a training config's validation split
-            (:func:`fpezoo.training.in_validation_split`, the split
+            (:func:`fpezoo.data.records.in_validation_split`, the split
             ``data.validation_fraction`` and ``seed`` carve out of that file).
+        upright_pass: the predictor's second pass: faces whose predicted
+            landmarks show a roll more than
+            :data:`fpezoo.runtime.UPRIGHT_PASS_MIN_DEGREES` away from their
+            crop's are cropped again upright and run again
+            (:func:`fpezoo.runtime.predict_boxes`). Off by default, so the
+            number is the model's alone.
 
     Returns:
         A JSON-able dict of results, including ``per_face`` errors (for CED
@@ -528,14 +422,15 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
     if benchmark in BENCHMARK_LABELS:
         data = benchmark_data(benchmark, data)
     runner = model_runner(model, input_color)
-    model_scheme = scheme or runner.scheme or schemes.scheme_for_num_keypoints(runner.num_keypoints).name
+    model_scheme = scheme or runner.spec.scheme or schemes.scheme_for_num_keypoints(runner.spec.num_keypoints).name
+    runner.spec = dataclasses.replace(runner.spec, scheme=model_scheme)
     enlarge, box = crop_framing(runner, benchmark, enlarge, box)
     box_jitter = check_box_jitter(box_jitter)
     rotation = check_rotation(rotation)
     started = time.time()
     options = {"enlarge": enlarge, "box": box, "batch_size": batch_size, "flip_test": flip_test,
                "progress": progress, "scheme": model_scheme, "box_jitter": box_jitter, "seed": seed,
-               "rotation": rotation, "validation_split": validation_split}
+               "rotation": rotation, "validation_split": validation_split, "upright_pass": upright_pass}
     if benchmark == "aflw2000-3d":
         results = _evaluate_aflw2000_3d(runner, data, limit, options)
     elif benchmark == "mtfl":
@@ -544,15 +439,16 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
         results = _evaluate_records(runner, data, reader, reader_options or {}, limit, options)
     results = {
         "benchmark": benchmark,
-        "model": runner.name,
+        "model": runner.spec.name,
         "model_scheme": model_scheme,
-        "weights_sha256": runner.weights_sha256,
+        "weights_sha256": runner.spec.weights_sha256,
         "crop": {"enlarge": enlarge, **({"box": box} if box is not None else {}),
-                 "input_size": list(runner.input_size), "input_color": runner.input_color,
+                 "input_size": list(runner.spec.input_size), "input_color": runner.spec.input_color,
                  "flip_test": flip_test,
                  **({"box_jitter": {"shift": box_jitter[0], "zoom": box_jitter[1], "seed": seed}}
                     if box_jitter is not None else {}),
                  **({"rotation": {"max_deg": rotation, "seed": seed}} if rotation is not None else {}),
+                 **({"upright_pass": True} if upright_pass else {}),
                  **({"validation_split": list(validation_split)} if validation_split is not None else {})},
         "limit": limit,
         "seconds": round(time.time() - started, 1),
@@ -573,9 +469,8 @@ def _limited(records, limit):
 def _predict(runner, records, options, description):
     """:func:`predict_records` with :func:`evaluate`'s options; the keypoints only."""
     predicted, _ = predict_records(
-        runner, records, options["enlarge"], options["batch_size"], options["flip_test"],
-        options["scheme"], options["progress"], description, options["box_jitter"], options["seed"],
-        options["rotation"])
+        runner, records, options["enlarge"], options["batch_size"], options["flip_test"], options["progress"],
+        description, options["box_jitter"], options["seed"], options["rotation"], options["upright_pass"])
     return predicted
 
 
@@ -643,16 +538,15 @@ def _evaluate_mtfl(runner, list_file, limit, options):
 
 def _evaluate_records(runner, label_file, reader, reader_options, limit, options):
     from fpezoo.data import readers
-    from fpezoo.training import READERS
 
-    if reader not in READERS or label_file is None:
+    if reader not in readers.READERS or label_file is None:
         raise ValueError(
-            f"The 'records' benchmark needs `reader` (one of {sorted(READERS)}) and `data` (the "
+            f"The 'records' benchmark needs `reader` (one of {sorted(readers.READERS)}) and `data` (the "
             f"label file or folder). Received: reader={reader!r}, data={label_file!r}"
         )
-    records = getattr(readers, READERS[reader])(label_file, **reader_options)
+    records = readers.READERS[reader](label_file, **reader_options)
     if options["validation_split"] is not None:
-        from fpezoo.training import in_validation_split
+        from fpezoo.data.records import in_validation_split
 
         fraction, seed = options["validation_split"]
         records = [record for record in records if in_validation_split(record, fraction, int(seed))]
@@ -797,6 +691,10 @@ def configure_parser(parser):
     parser.add_argument("--rotation", type=float, metavar="MAX_DEG",
                         help="turn every image about its face by a random angle in +-MAX_DEG and crop "
                              "around the turned face (robustness to in-plane rotation), e.g. 180")
+    parser.add_argument("--upright-pass", action="store_true",
+                        help="re-crop faces whose predicted landmarks are turned by more than "
+                             f"{runtime.UPRIGHT_PASS_MIN_DEGREES:g} degrees, upright, and run them again "
+                             "(what LandmarkDetector does); off: the model alone")
     parser.add_argument("--seed", type=int, default=0, help="seed of --box-jitter and --rotation")
     parser.add_argument("--validation-split", nargs=2, type=float, metavar=("FRACTION", "SEED"),
                         help="--benchmark records: only the faces of a training config's validation "
@@ -857,7 +755,7 @@ def _run(args):
         limit=args.limit, output=args.out, flip_test=args.flip_test, scheme=args.scheme,
         reader=args.reader, reader_options=_reader_options(args.reader_option),
         progress=not args.no_progress, box=args.box,
-        box_jitter=args.box_jitter, seed=args.seed, rotation=args.rotation,
+        box_jitter=args.box_jitter, seed=args.seed, rotation=args.rotation, upright_pass=args.upright_pass,
         validation_split=args.validation_split,
     )
     print(format_table(results))

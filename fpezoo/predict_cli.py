@@ -47,7 +47,8 @@ import numpy as np
 from fpezoo.deploy.convert import atomic_output
 from fpezoo.detection import DETECTORS, get_detector
 from fpezoo.imageio import IMAGE_SUFFIXES, ImageReadError, load_image
-from fpezoo.predictor import BACKENDS, ROTATION_MODES
+from fpezoo.predictor import ROTATION_MODES
+from fpezoo.runtime import BACKENDS
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 DETECTOR_CHOICES = ("default", *DETECTORS, "none")
@@ -79,7 +80,7 @@ def model_argument(args):
     """The ``model`` of :class:`fpezoo.predictor.LandmarkDetector` from the options.
 
     A ``.weights.h5`` file is built with ``--builder`` and ``--builder-config``
-    (:func:`fpezoo.deploy.convert.load_model`); other values pass as they are.
+    (:func:`fpezoo.runtime.load_keras_model`); other values pass as they are.
 
     Raises:
         ValueError: ``--builder`` without a ``.weights.h5`` model, a
@@ -93,7 +94,7 @@ def model_argument(args):
                 f"know their model). Received: model={args.model!r}, builder={args.builder!r}"
             )
         return args.model
-    from fpezoo.deploy.convert import load_model
+    from fpezoo.runtime import load_keras_model
 
     try:
         config = json.loads(args.builder_config)
@@ -101,7 +102,7 @@ def model_argument(args):
         config = None
     if not isinstance(config, dict):
         raise ValueError(f"--builder-config must be a JSON object. Received: builder_config={args.builder_config!r}")
-    return load_model(args.model, builder=args.builder, builder_config=config)
+    return load_keras_model(args.model, builder=args.builder, builder_config=config, arg_name="model")
 
 
 def load_detector(name):

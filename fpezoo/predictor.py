@@ -15,14 +15,12 @@ The predictor chains the steps a user would otherwise glue together::
    face in the turn its detector scores highest (``"best"``), or only when no
    face is found upright (``"fallback"``).
 3. Crop each face from the full-resolution image the way the data pipeline
-   crops training faces (:func:`fpezoo.coordinates.crop_transform`: square
-   box, enlargement), turned upright by the face's roll (the angle of the axis
-   from the detector's eye points to its mouth point,
-   :func:`fpezoo.coordinates.roll_from_eyes`, composed with
-   :func:`fpezoo.coordinates.rotation_transform`), and resize it to the
-   model's input.
-4. Run the model on batches of crops and map the keypoints back to the original
-   image with the inverse crop transform (:func:`fpezoo.coordinates.invert_points`).
+   crops training faces (square box, enlargement), turned upright by the
+   face's roll (the angle of the axis from the detector's eye points to its
+   mouth point, :func:`fpezoo.coordinates.roll_from_eyes`), run the model on
+   batches of crops and map the keypoints back to the original image: the
+   crop -> run -> invert loop of :func:`fpezoo.runtime.predict_boxes`, with
+   its upright pass for faces whose landmarks show a roll their crop missed.
 
 :class:`FaceTracker` follows faces through video frames: the previous frame's
 landmarks give the next crop (and its roll), and the detector runs again when
@@ -30,14 +28,12 @@ the landmark confidence drops (or every ``redetect_interval`` frames).
 """
 
 import dataclasses
-import importlib.util
 import math
-import pathlib
 from typing import Optional
 
 import numpy as np
 
-from fpezoo.coordinates import quarter_turn_transform, roll_from_eyes, rotation_transform
+from fpezoo.coordinates import quarter_turn_transform, roll_from_eyes
 from fpezoo.detection import (
     DEFAULT_MAX_DETECTION_SIDE,
     Detection,
@@ -51,32 +47,13 @@ from fpezoo.detection import (
     overlap_groups,
 )
 from fpezoo.imageio import load_image
-from fpezoo.schemes import flip_averaged_predictions, get_scheme
+from fpezoo.runtime import DEFAULT_ENLARGE, face_crop, landmark_roll, load_runner, predict_boxes, to_model_color
+from fpezoo.schemes import get_scheme
 
-# Side of the square crop around a face's landmark box, in multiples of the
-# box's longer side: the training crops of AFLW (fpezoo's main training source)
-# are 1.456 times their 68 landmarks' box (median of 10,137 teacher-labelled
-# crops, IQR 1.42-1.53; the MTFL crops are looser, 2.21). Measured by
-# ``python benchmarks/detection.py --crop-statistics``.
-DEFAULT_ENLARGE = 1.46
-# Modules whose Keras objects (layers, losses, metrics, schedules, models) a
-# saved ``.keras`` model may name.
-SERIALIZABLE_MODULES = (
-    "fpezoo.layers", "fpezoo.losses", "fpezoo.metrics", "fpezoo.schedules", "fpezoo.models.common",
-    "fpezoo.models.fpenet", "fpezoo.models.retail", "fpezoo.models.fan",
-)
-BACKENDS = ("auto", "keras", "litert")
-# Side of the image region cut around a box before cropping, in multiples of
-# the crop's side (or of the box's, if longer): covers the crop turned by any angle (its diagonal, sqrt(2)
-# sides) and the pixels that bilinear sampling and block averaging read beyond
-# it, so a 20000x20000 photo is never warped (or copied) whole.
-CROP_WINDOW_MARGIN = 1.5
 # Quarter turns (``np.rot90``) of the image searched by ``rotations``, in order:
 # 90 degrees counter-clockwise, 90 clockwise (people lying down), upside down.
 ROTATION_SEARCH_TURNS = (1, 3, 2)
 ROTATION_MODES = ("auto", "best", "fallback", "off")
-# The mouth corners among the five-point scheme's points.
-FIVE_POINT_MOUTH = (3, 4)
 
 
 @dataclasses.dataclass
@@ -127,11 +104,14 @@ class LandmarkDetector:
     """Finds faces and their landmarks in photos.
 
     Args:
-        model: a registered weights name (see ``fpezoo card``), a path to a
-            ``.keras`` model file, a Keras model returning ``[keypoints,
-            confidence]``, or a builder such as ``fpezoo.FPENet`` (called
-            without arguments: random weights). None: the default registered
-            model (:func:`default_model_name`).
+        model: a registered weights name (see ``fpezoo card``), a ``.keras``
+            model file, an ``.onnx`` or ``.tflite`` file written by ``fpezoo
+            convert`` (its crop read from its metadata), a Keras model
+            returning ``[keypoints, confidence]``, or a builder such as
+            ``fpezoo.FPENet`` (called without arguments: random weights). None:
+            the default registered model
+            (:func:`fpezoo.runtime.default_model_name`). Resolved by
+            :func:`fpezoo.runtime.load_runner`.
         detector: ``"default"``, a name of :data:`fpezoo.detection.DETECTORS`, any object
             with ``detect(image_rgb) -> [(box, score, points), ...]`` (see
             :mod:`fpezoo.detection`), or None to take every image as one face
@@ -152,11 +132,15 @@ class LandmarkDetector:
         batch_size: largest batch of face crops run at once.
         scheme: keypoint scheme name for the results (None: the registered
             scheme, or guessed from the keypoint count).
-        backend: ``"keras"`` runs the Keras model; ``"litert"`` first exports it
-            with ``fpezoo.deploy.convert`` (a few seconds) and runs it with the
-            LiteRT interpreter on one thread (keypoints agree within 1e-2 px).
-            ``"auto"`` (default): ``"litert"`` for registered weights when
-            ``ai-edge-litert`` is installed, else ``"keras"``. Measured by
+        backend: ``"keras"`` runs the Keras model; ``"litert"`` runs its
+            LiteRT export with the LiteRT interpreter on one thread (keypoints
+            agree within 1e-2 px): for registered weights the export cached
+            per weights sha256 (:func:`fpezoo.runtime.cached_litert_file`:
+            written at the first use, a few seconds; later runs import no
+            TensorFlow), other models are exported anew. ``"auto"`` (default):
+            ``"litert"`` for registered weights when ``ai-edge-litert`` is
+            installed, else ``"keras"``. Exported files run on their own
+            runtime (ONNX Runtime or LiteRT) whatever the backend. Measured by
             ``fpezoo benchmark`` (``docs/benchmarks/inference_speed.json``, batch
             1, one core): LiteRT is the fastest backend for the 5-point model
             (0.37 ms vs Keras 3.4 ms) and twice as fast as Keras for
@@ -188,16 +172,24 @@ class LandmarkDetector:
             fast default detector, ``"fallback"`` for the others). Boxes and
             points found in a turned image are mapped back to the image.
             :class:`FaceTracker` never searches turned frames.
+        upright_pass: faces whose landmarks show a roll more than
+            :data:`fpezoo.runtime.UPRIGHT_PASS_MIN_DEGREES` away from the roll
+            their crop was turned by are cropped again, upright by the roll of
+            their landmarks, and run again (:func:`fpezoo.runtime.predict_boxes`):
+            one more model run for those faces only (faces a detector without
+            keypoints, or with wrong ones, found turned; given boxes of turned
+            faces).
     """
 
     def __init__(self, model=None, detector="default", enlarge=None, input_color=None,
                  visibility_threshold=0.0, max_detection_side=DEFAULT_MAX_DETECTION_SIDE,
                  batch_size=16, scheme=None, backend="auto", flip_test=False, rotate_crops=True,
-                 rotations="auto"):
-        self.model, registered = resolve_model(model)
+                 rotations="auto", upright_pass=True):
+        self.runner = load_runner(model, backend=backend, input_color=input_color)
         self.detector = get_detector(detector)
-        self.input_size, self.input_color = model_input_spec(self.model, input_color)
-        self.enlarge = float(enlarge if enlarge is not None else registered.get("enlarge", DEFAULT_ENLARGE))
+        spec = self.runner.spec
+        self.input_size, self.input_color, self.num_keypoints = spec.input_size, spec.input_color, spec.num_keypoints
+        self.enlarge = float(enlarge if enlarge is not None else spec.enlarge or DEFAULT_ENLARGE)
         if not self.enlarge > 0:
             raise ValueError(f"`enlarge` must be positive. Received: enlarge={enlarge!r}")
         self.visibility_threshold = float(visibility_threshold)
@@ -205,14 +197,10 @@ class LandmarkDetector:
             raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
         self.batch_size = batch_size
         self.max_detection_side = int(max_detection_side)
-        self.num_keypoints = int(self.model.outputs[0].shape[1])
-        self.scheme = scheme or registered.get("scheme") or _scheme_name(self.num_keypoints)
-        if backend not in BACKENDS:
-            raise ValueError(f"`backend` must be one of {BACKENDS}. Received: backend={backend!r}")
-        if backend == "auto":
-            backend = "litert" if registered and importlib.util.find_spec("ai_edge_litert") else "keras"
-        self.backend = backend
-        self._litert_runner = _litert_runner(self.model, self.input_size) if backend == "litert" else None
+        self.scheme = scheme or spec.scheme
+        if self.scheme != spec.scheme:
+            self.runner.spec = dataclasses.replace(spec, scheme=self.scheme)
+        self.backend = self.runner.backend
         self.flip_test = bool(flip_test)
         if self.flip_test and self.scheme is None:
             raise ValueError(
@@ -222,6 +210,7 @@ class LandmarkDetector:
         if self.flip_test:
             get_scheme(self.scheme)
         self.rotate_crops = bool(rotate_crops)
+        self.upright_pass = bool(upright_pass)
         if rotations is False:
             rotations = "off"
         if rotations not in ROTATION_MODES:
@@ -231,7 +220,7 @@ class LandmarkDetector:
         self.rotations = rotations
 
     def __repr__(self):
-        return (f"LandmarkDetector(model={self.model.name!r}, detector={self.detector!r}, "
+        return (f"LandmarkDetector(model={self.runner.spec.name!r}, backend={self.backend!r}, detector={self.detector!r}, "
                 f"input={self.input_size + (self.input_color,)}, enlarge={self.enlarge})")
 
     # -- public API ----------------------------------------------------------
@@ -359,33 +348,28 @@ class LandmarkDetector:
             mouth = getattr(self.detector, "mouth_points", None) if detector_boxes else None
             rolls = [[self._roll(detection.points, mouth) for detection in image_detections]
                      for image_detections in detections]
-        crops, transforms, owners = [], [], []
-        for index, (image, image_detections, image_rolls) in enumerate(zip(rgb_images, detections, rolls)):
+        boxes, face_rolls, owners = [], [], []
+        for index, (image_detections, image_rolls) in enumerate(zip(detections, rolls)):
             for detection, roll in zip(image_detections, image_rolls):
-                crop, transform = self.crop(image, landmark_box(detection.box, calibration, roll), enlarge, roll)
-                crops.append(crop)
-                transforms.append(transform)
-                owners.append((index, detection, roll))
-        keypoints, confidence = self._run_model(crops)
+                boxes.append((index, _check_box(landmark_box(detection.box, calibration, roll))))
+                face_rolls.append(roll)
+                owners.append((index, detection))
+        predictions = predict_boxes(self.runner, rgb_images, boxes, face_rolls, enlarge, image_color="rgb",
+                                    batch_size=self.batch_size, flip_test=self.flip_test,
+                                    upright_pass=self.upright_pass)
         results = [[] for _ in rgb_images]
-        for crop_keypoints, crop_confidence, transform, (index, detection, roll) in zip(
-                keypoints, confidence, transforms, owners):
-            results[index].append(self._face(rgb_images[index], detection, crop_keypoints,
-                                             crop_confidence, transform, roll))
+        for prediction, (index, detection) in zip(predictions, owners):
+            results[index].append(self._face(rgb_images[index], detection, prediction))
         return results
 
     def crop(self, image_rgb, box, enlarge=None, roll=0.0):
         """The model-input crop of a face box and its image -> crop transform.
 
-        Only a window around the box is warped, so huge images are never copied
-        whole; the returned transform is composed to map original-image pixels.
-
         Args:
             image_rgb: ``(H, W, 3)`` uint8 RGB image.
             box: ``(x_min, y_min, x_max, y_max)`` landmark box of the face, in
-                the face's upright frame when ``roll`` is not 0 (centred on the
-                face, the size the face has once turned upright:
-                :func:`fpezoo.detection.landmark_box`).
+                the face's upright frame when ``roll`` is not 0 (see
+                :func:`fpezoo.runtime.face_crop`).
             enlarge: crop side over the box's longer side (None: ``self.enlarge``).
             roll: the face's in-plane rotation in degrees; the crop is turned
                 by ``-roll`` about the box centre, so the face comes out upright.
@@ -395,21 +379,9 @@ class LandmarkDetector:
             ``(h, w, channels)`` float32 0-255, and the 2x3 affine matrix from
             original-image to crop pixels.
         """
-        from fpezoo.coordinates import compose, crop_transform, warp
-
-        box = _check_box(box)
         enlarge = self.enlarge if enlarge is None else enlarge
-        window, origin = _window_around(image_rgb, box, max(enlarge, 1.0) * CROP_WINDOW_MARGIN)
-        local_box = (box[0] - origin[0], box[1] - origin[1], box[2] - origin[0], box[3] - origin[1])
-        transform = crop_transform(local_box, self.input_size, enlarge=enlarge)
-        if roll:
-            # The box centre in the pixel-centre units that points and transforms use.
-            centre = ((local_box[0] + local_box[2]) / 2 - 0.5, (local_box[1] + local_box[3]) / 2 - 0.5)
-            transform = compose(transform, rotation_transform(-roll, centre))
-        crop = warp(window, transform, self.input_size)
-        # crop = A @ (p - origin) + t  =>  translation becomes t - A @ origin.
-        transform[:, 2] -= transform[:, :2] @ np.asarray(origin, dtype="float64")
-        return _to_model_color(np.asarray(crop), self.input_color), transform
+        crop, transform = face_crop(image_rgb, _check_box(box), self.input_size, enlarge, roll)
+        return to_model_color(crop, "rgb", self.input_color), transform
 
     # -- internals -------------------------------------------------------------
 
@@ -424,40 +396,18 @@ class LandmarkDetector:
         mouth_centre = None if mouth is None else points[list(mouth)].mean(axis=0)
         return float(roll_from_eyes(points[0], points[1], mouth_centre))
 
-    def _run_model(self, crops):
-        if not crops:
-            return np.zeros((0, self.num_keypoints, 2), "float32"), np.zeros((0, self.num_keypoints), "float32")
-        keypoints, confidence = [], []
-        for start in range(0, len(crops), self.batch_size):
-            batch = np.stack(crops[start:start + self.batch_size])
-            # Pad to a power of two so the model compiles a few batch shapes only.
-            padded = 2 ** math.ceil(math.log2(len(batch)))
-            if padded > len(batch):
-                batch = np.concatenate([batch, np.zeros((padded - len(batch),) + batch.shape[1:], batch.dtype)])
-            run = self.model.predict_on_batch if self._litert_runner is None else self._litert_runner
-            if self.flip_test:
-                batch_keypoints, batch_confidence = flip_averaged_predictions(run, batch, self.scheme)
-            else:
-                batch_keypoints, batch_confidence = run(batch)
-            count = min(self.batch_size, len(crops) - start)
-            keypoints.append(np.asarray(batch_keypoints)[:count])
-            confidence.append(np.asarray(batch_confidence)[:count])
-        return np.concatenate(keypoints), np.concatenate(confidence)
-
-    def _face(self, image, detection, crop_keypoints, crop_confidence, transform, roll):
-        from fpezoo.coordinates import invert_points
-
-        keypoints = np.asarray(invert_points(crop_keypoints, transform), dtype="float32")
+    def _face(self, image, detection, prediction):
+        keypoints = np.asarray(prediction.keypoints, dtype="float32")
         height, width = image.shape[:2]
         inside = ((keypoints[:, 0] >= -0.5) & (keypoints[:, 0] <= width - 0.5)
                   & (keypoints[:, 1] >= -0.5) & (keypoints[:, 1] <= height - 0.5))
-        confidence = np.asarray(crop_confidence, dtype="float32")
+        confidence = np.asarray(prediction.confidence, dtype="float32")
         points = None if detection.points is None else np.asarray(detection.points, dtype="float32")
         return Face(
             box=tuple(float(v) for v in detection.box), score=float(detection.score),
             keypoints=keypoints, confidence=confidence,
             visibility=inside & (confidence >= self.visibility_threshold),
-            detector_points=points, scheme=self.scheme, roll=roll,
+            detector_points=points, scheme=self.scheme, roll=prediction.roll,
         )
 
 
@@ -492,6 +442,13 @@ class FaceTracker:
         self._frames_since_detection = 0
         self.detections_run = 0
 
+    def _landmark_roll(self, face):
+        """The roll of a face's landmarks (0 with ``rotate_crops`` off or without a five-point form)."""
+        if not self.predictor.rotate_crops or face.scheme is None:
+            return 0.0
+        roll = landmark_roll(face.keypoints, face.scheme)
+        return float(roll) if np.isfinite(roll) else 0.0
+
     def update(self, frame_rgb):
         """Landmarks of the faces in the next frame (a list of :class:`Face`)."""
         frame_rgb = load_image(frame_rgb)
@@ -499,7 +456,7 @@ class FaceTracker:
         if self._tracks and not due:
             detections = [Detection(_box_from_relative(_extent(face), relative), face.score, None)
                           for face, relative, _ in self._tracks]
-            rolls = [self.predictor._roll(_five_points(face), FIVE_POINT_MOUTH) for face, _, _ in self._tracks]
+            rolls = [self._landmark_roll(face) for face, _, _ in self._tracks]
             faces = self.predictor.landmarks([frame_rgb], [detections], rolls=[rolls])[0]
             if all(face.confidence.mean() >= self.redetect_ratio * reference
                    for face, (_, _, reference) in zip(faces, self._tracks)):
@@ -513,29 +470,6 @@ class FaceTracker:
         self._tracks = [(face, _relative_box(face.box, _extent(face)), float(face.confidence.mean()))
                         for face in faces]
         return faces
-
-
-def default_model_name():
-    """The registered weights the predictor and ``fpezoo demo`` use by default.
-
-    The registry entry marked ``"default": true``, else the first 68-point
-    (``ibug68``) entry by name, else the first entry.
-
-    Raises:
-        LookupError: no weights are registered.
-    """
-    from fpezoo.weights import REGISTRY_FILE, registry, weights_dir
-
-    entries = registry()
-    if not entries:
-        raise LookupError(
-            f"No trained weights are registered yet ({weights_dir() / REGISTRY_FILE} is empty), so "
-            "there is no default model: pass model= (a Keras model, a builder or a '.keras' file). "
-            "Received: model=None"
-        )
-    marked = sorted(name for name, entry in entries.items() if entry.get("default"))
-    ibug = sorted(name for name, entry in entries.items() if entry.get("scheme") == "ibug68")
-    return (marked or ibug or sorted(entries))[0]
 
 
 def draw_faces(image_rgb, faces, radius=None):
@@ -576,135 +510,6 @@ def draw_faces(image_rgb, faces, radius=None):
 
 # -- helpers -------------------------------------------------------------------
 
-def resolve_model(model):
-    """Turns the ``model`` argument of the predictor (and evaluator) into a Keras model.
-
-    Args:
-        model: None (the default registered weights, :func:`default_model_name`),
-            a registered weights name, a ``.keras`` path, a Keras model, or a
-            builder called without arguments.
-
-    Returns:
-        ``(keras_model, registered_info)``: for registered weights,
-        ``registered_info`` holds the entry's ``scheme``, ``sha256`` and its
-        ``crop`` settings (e.g. ``enlarge``); otherwise it is ``{}``.
-
-    Raises:
-        FileNotFoundError: a ``.keras`` path that does not exist.
-        TypeError: any other kind of argument.
-    """
-    import keras
-
-    if model is None:
-        model = default_model_name()
-    if isinstance(model, keras.Model):
-        return model, {}
-    if isinstance(model, (str, pathlib.Path)) and str(model).endswith((".weights.h5", ".onnx", ".tflite")):
-        raise ValueError(
-            "The predictor takes a registered name, a '.keras' file, a Keras model or a builder: a "
-            "'.weights.h5' file holds no architecture (build the model with its builder, e.g. "
-            "fpezoo.FPENet(weights=PATH, width=...), and pass that model; `fpezoo predict` takes "
-            "--builder), and exported .onnx/.tflite files run with `fpezoo evaluate`. "
-            f"Received: model={str(model)!r}"
-        )
-    if isinstance(model, str) and not model.endswith(".keras"):
-        from fpezoo.weights import build_registered, registry_entry
-
-        entry = registry_entry(model)
-        info = {"scheme": entry.get("scheme"), "sha256": entry["sha256"], **entry.get("crop", {})}
-        return build_registered(model), info
-    if isinstance(model, str):
-        if not pathlib.Path(model).is_file():
-            raise FileNotFoundError(f"Model file not found. Received: model={model!r}")
-        for module in SERIALIZABLE_MODULES:  # registers fpezoo's layers, losses...
-            importlib.import_module(module)
-        return keras.saving.load_model(model), {}
-    if callable(model):
-        built = model()
-        if isinstance(built, keras.Model):
-            return built, {}
-    raise TypeError(
-        "`model` must be a registered weights name, a '.keras' path, a Keras model or a model "
-        f"builder. Received: model={model!r}"
-    )
-
-
-def _litert_runner(model, input_size):
-    """Exports ``model`` to LiteRT and returns its runner (see :func:`fpezoo.deploy.convert.litert_runner`)."""
-    import tempfile
-
-    from fpezoo.deploy.convert import convert, litert_runner
-
-    with tempfile.TemporaryDirectory(prefix="fpezoo_litert_") as folder:
-        path = pathlib.Path(folder) / "model.tflite"
-        convert(model, path, to="litert", input_size=input_size)
-        return litert_runner(path.read_bytes())
-
-
-def model_input_spec(model, input_color):
-    """The size and colour order of the face crops a landmark model takes.
-
-    Args:
-        model: a Keras landmark model. When its input has no fixed size, the
-            output size of its ``FacePreprocessing`` layer gives it.
-        input_color: ``"rgb"``, ``"bgr"`` or ``"grayscale"``; None reads it
-            from the model (one channel: grayscale; else the preprocessing
-            layer's colour, or RGB).
-
-    Returns:
-        ``((height, width), colour)``.
-
-    Raises:
-        ValueError: the size cannot be known, or the colour does not match the
-            model's input channels.
-    """
-    from fpezoo.layers import FacePreprocessing
-
-    shape = tuple(model.inputs[0].shape[1:])
-    preprocessing = [layer for layer in model.layers if isinstance(layer, FacePreprocessing)]
-    size = shape[:2]
-    if None in size:
-        if not preprocessing:
-            raise ValueError(
-                "The model's input has no fixed size and no FacePreprocessing layer to say which "
-                f"size to crop faces to. Received: input_shape={shape}"
-            )
-        size = preprocessing[0].output_size
-    channels = shape[2]
-    if input_color is None:
-        if channels == 1:
-            input_color = "grayscale"
-        else:
-            input_color = preprocessing[0].input_color if preprocessing else "rgb"
-    expected = 1 if input_color == "grayscale" else 3
-    if input_color not in ("rgb", "bgr", "grayscale") or expected != channels:
-        raise ValueError(
-            f"`input_color` must be 'rgb', 'bgr' or 'grayscale' and match the model's {channels} "
-            f"input channel(s). Received: input_color={input_color!r}"
-        )
-    return (int(size[0]), int(size[1])), input_color
-
-
-def _scheme_name(num_keypoints):
-    try:
-        from fpezoo.schemes import scheme_for_num_keypoints
-
-        return scheme_for_num_keypoints(num_keypoints).name
-    except (ImportError, ValueError, KeyError):
-        return None
-
-
-def _to_model_color(crop, input_color):
-    import cv2
-
-    crop = crop.astype("float32")
-    if input_color == "grayscale":
-        return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[..., None]
-    if input_color == "bgr":
-        return np.ascontiguousarray(crop[..., ::-1])
-    return crop
-
-
 def _check_box(box):
     try:
         box = tuple(float(v) for v in box)
@@ -716,19 +521,6 @@ def _check_box(box):
             f"x_max > x_min and y_max > y_min. Received: box={box!r}"
         )
     return box
-
-
-def _window_around(image, box, margin):
-    """The part of ``image`` within ``margin`` box sides of the box centre."""
-    side = max(box[2] - box[0], box[3] - box[1])
-    centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    height, width = image.shape[:2]
-    half = margin * side / 2 + 2  # two pixels for the bilinear neighbours of tiny crops
-    x0 = int(np.clip(math.floor(centre_x - half), 0, width - 1))
-    y0 = int(np.clip(math.floor(centre_y - half), 0, height - 1))
-    x1 = int(np.clip(math.ceil(centre_x + half), x0 + 1, width))
-    y1 = int(np.clip(math.ceil(centre_y + half), y0 + 1, height))
-    return image[y0:y1, x0:x1], (x0, y0)  # a view: OpenCV reads it in place
 
 
 def _most_likely_faces(faces):
@@ -757,16 +549,6 @@ def _extent(face):
     """Box of a face's visible keypoints (all keypoints when none is visible)."""
     points = face.keypoints[face.visibility] if face.visibility.any() else face.keypoints
     return (*points.min(axis=0), *points.max(axis=0))
-
-
-def _five_points(face):
-    """A face's landmarks in the five-point scheme (eyes, nose tip, mouth corners), or None."""
-    if face.scheme is None:
-        return None
-    from fpezoo.schemes import convert_keypoints
-
-    five, _ = convert_keypoints(face.keypoints, None, face.scheme, "five_point")
-    return five if np.isfinite(five).all() else None
 
 
 def _relative_box(box, reference):

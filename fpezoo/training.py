@@ -89,7 +89,6 @@ import contextlib
 import copy
 import csv
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -98,9 +97,10 @@ import sys
 import time
 
 import keras
-import numpy as np
 
 from fpezoo import schemes
+from fpezoo.data.readers import READERS
+from fpezoo.data.records import in_validation_split
 from fpezoo.schedules import get_schedule
 
 DEFAULTS = {
@@ -134,13 +134,6 @@ SOURCE_KEYS = ("reader", "path", "options", "weight", "limit", "drop_off_face_ro
 # Source `box` value that frames each face by the box of its points (see read_source).
 LANDMARK_BOX = "landmarks"
 # Reader name -> function of fpezoo.data.readers taking the path first.
-READERS = {
-    "pts": "read_pts",
-    "coco_keypoints": "read_coco_keypoints",
-    "tao_json": "read_tao_json",
-    "aflw_crops": "read_aflw_crops",
-    "mtfl": "read_mtfl",
-}
 # Benchmarks that must never be trained or validated on.
 BENCHMARK_READERS = ("aflw2000_3d",)
 LOSSES = {"l1": "L1Loss", "l2": "L2Loss", "wing": "WingLoss",
@@ -377,8 +370,9 @@ def _check_source(source):
             f"{reader!r} is a benchmark: never train or select checkpoints on it (the validation "
             f"split is carved out of the training sources). Received: reader={reader!r}"
         )
-    if reader not in READERS:
-        raise ValueError(f"`reader` must be one of {sorted(READERS)}. Received: reader={reader!r}")
+    trainable = sorted(set(READERS) - set(BENCHMARK_READERS))
+    if reader not in trainable:
+        raise ValueError(f"`reader` must be one of {trainable}. Received: reader={reader!r}")
     if "path" not in source:
         raise ValueError(f"A data source needs a `path`. Received: source={source!r}")
     weight = source.get("weight", 1.0)
@@ -422,7 +416,7 @@ def read_source(source, scheme=None):
     from fpezoo.data import readers
 
     _check_source(source)
-    reader = getattr(readers, READERS[source["reader"]])
+    reader = readers.READERS[source["reader"]]
     records = reader(source["path"], **source.get("options", {}))
     if source.get("drop_off_face_rows"):
         flagged = set(readers.find_off_face_rows(records).all.tolist())
@@ -441,23 +435,6 @@ def read_source(source, scheme=None):
     elif source.get("box") is not None:
         records = [dataclasses.replace(record, box=tuple(source["box"])) for record in records]
     return records
-
-
-def in_validation_split(record, fraction, seed):
-    """Whether a record's image belongs to the validation split.
-
-    The decision hashes the image's folder and file name with the seed, so it
-    is the same for every source that labels that image, on every machine.
-    """
-    if fraction <= 0:
-        return False
-    image = record.image
-    if isinstance(image, np.ndarray):
-        key = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
-    else:
-        key = f"{image.parent.name}/{image.name}"
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64 < fraction
 
 
 def build_datasets(config, scheme, input_shape, color):

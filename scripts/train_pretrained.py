@@ -48,7 +48,7 @@ of every face, cropped as the model was registered (or with the recipes'
 ``enlarge``), optionally with test-time flip averaging; a recipe mixes it with
 the file above as a second source (as the ``*_distill*`` recipes at commit 18771d0 did).
 
-``fpezoo train`` then splits the faces by image (``fpezoo.training.in_validation_split``)
+``fpezoo train`` then splits the faces by image (``fpezoo.data.records.in_validation_split``)
 to pick the best epoch; AFLW2000-3D is never read.
 
 Usage (the label file is made once; each ``fpezoo train`` resumes when run again)::
@@ -283,19 +283,19 @@ def model_labelled(records, model, flip_test=False, progress=True):
     from fpezoo import evaluation
 
     runner = evaluation.model_runner(model)
-    if runner.num_keypoints != 68:
+    if runner.spec.num_keypoints != 68:
         raise ValueError(
             "The teacher model must predict the 68 iBUG points of the labels. "
-            f"Received: model={runner.name!r} with {runner.num_keypoints} keypoints"
+            f"Received: model={runner.spec.name!r} with {runner.spec.num_keypoints} keypoints"
         )
-    enlarge = runner.enlarge if runner.enlarge is not None else RECIPE_ENLARGE
+    runner.spec = dataclasses.replace(runner.spec, scheme="ibug68")
+    enlarge = runner.spec.enlarge if runner.spec.enlarge is not None else RECIPE_ENLARGE
     predicted, _ = evaluation.predict_records(runner, records, enlarge, flip_test=flip_test,
-                                              scheme="ibug68", progress=progress,
-                                              description="teacher")
+                                              progress=progress, description="teacher")
     finite = np.isfinite(predicted).all(axis=(1, 2))
     labelled = [dataclasses.replace(record, keypoints=points.astype("float32"),
                                     visibility=np.ones(68, dtype="float32"),
-                                    source=f"{record.source}+{runner.name}")
+                                    source=f"{record.source}+{runner.spec.name}")
                 for record, points, ok in zip(records, predicted, finite) if ok]
     return labelled, int((~finite).sum())
 

@@ -508,10 +508,15 @@ def test_every_subcommand_turns_interrupts_and_unreported_errors_into_one_line(
             cli.main(["--verbose"] + argv)
 
 
-@pytest.mark.parametrize("path", ["model.weights.h5", "model.onnx", "model.tflite"])
-def test_landmark_detector_names_what_a_weights_or_export_file_needs(path):
-    """Case 11 in Python: a '.weights.h5' path is not taken for an unknown registered name."""
+def test_landmark_detector_names_what_a_weights_or_export_file_needs(tmp_path):
+    """Case 11 in Python: a '.weights.h5' path is not taken for an unknown registered name; a
+    missing export is named."""
     from fpezoo.predictor import LandmarkDetector
 
-    with pytest.raises(ValueError, match=r"holds no architecture.*Received: model='model\.(weights\.h5|onnx|tflite)'"):
-        LandmarkDetector(path, detector=None)
+    weights = tmp_path / "model.weights.h5"
+    weights.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"holds no architecture.*Received: model='.*model\.weights\.h5'"):
+        LandmarkDetector(str(weights), detector=None)
+    for name in ("model.onnx", "model.tflite"):
+        with pytest.raises(FileNotFoundError, match=r"not found\. Received: model='model\.(onnx|tflite)'"):
+            LandmarkDetector(name, detector=None)

@@ -11,6 +11,7 @@ import pytest
 import fpezoo
 
 convert_module = importlib.import_module("fpezoo.deploy.convert")
+export = importlib.import_module("fpezoo.deploy.export")
 convert = convert_module.convert
 
 PARITY_PX = 1e-3
@@ -302,10 +303,10 @@ def test_calibration_images_errors(tmp_path):
 
 
 def test_model_input_color_is_read_from_the_preprocessing_layer():
-    assert convert_module.model_input_color(build_family("fpenet")) == "grayscale"
+    assert export.model_input_color(build_family("fpenet")) == "grayscale"
     bgr = fpezoo.FPENet(width=8, include_preprocessing=True, input_shape=(None, None, 3),
                         input_color="bgr")
-    assert convert_module.model_input_color(bgr) == "bgr"
+    assert export.model_input_color(bgr) == "bgr"
 
 
 # Measured with the official retail-0009 weights on the first 1,000 MTFL test faces
@@ -322,10 +323,11 @@ def test_litert_int8_and_fp16_nme_change_on_mtfl(shared_data, tmp_path):
     from fpezoo import evaluation, metrics
     from fpezoo.data.readers import read_mtfl
     from fpezoo.models.retail import import_openvino_retail
+    from fpezoo.runtime import KerasRunner, LiteRTRunner, keras_model_spec
 
     ir = shared_data / "openvino-landmarks-regression-retail-0009" / "landmarks-regression-retail-0009.xml"
     model = import_openvino_retail(ir)
-    keras_runner = evaluation.KerasRunner(model, input_color="bgr")
+    keras_runner = KerasRunner(model, keras_model_spec(model, input_color="bgr"))
     records = read_mtfl(shared_data / "mtfl" / "test.txt")[:300]
     labels = np.stack([record.keypoints for record in records])
 
@@ -339,7 +341,7 @@ def test_litert_int8_and_fp16_nme_change_on_mtfl(shared_data, tmp_path):
     for precision in ("fp16", "int8"):
         path = convert(model, tmp_path / f"{precision}.tflite", to="litert", precision=precision,
                        calibration=f"mtfl:{shared_data / 'mtfl' / 'train.txt'}", input_color="bgr")
-        change[precision] = mean_nme(evaluation.LiteRTRunner(path, "bgr")) - reference
+        change[precision] = mean_nme(LiteRTRunner(path, "bgr")) - reference
     assert abs(change["fp16"]) < FP16_MAX_NME_CHANGE
     assert change["int8"] < INT8_MAX_NME_INCREASE
     # The network runs on int8 tensors; the decoder stays float (LITERT_FLOAT_OPS).
@@ -428,7 +430,7 @@ def test_calibration_crops_take_the_crop_the_model_expects(shared_data):
     """A record's face is cropped at the given enlargement; a registered name gives its own."""
     from fpezoo.coordinates import crop_face
     from fpezoo.imageio import load_image
-    from fpezoo.predictor import DEFAULT_ENLARGE
+    from fpezoo.runtime import DEFAULT_ENLARGE, registered_enlarge
     from fpezoo.weights import registry_entry
 
     source = f"aflw2000_3d:{shared_data / 'aflw2000-3d'}"
@@ -439,8 +441,8 @@ def test_calibration_crops_take_the_crop_the_model_expects(shared_data):
         np.testing.assert_allclose(crops.array()[0], expected, atol=1e-3)
     with pytest.raises(ValueError, match="Received: enlarge=0"):
         convert_module.CalibrationImages(source, (64, 64), 3, "rgb", enlarge=0)
-    assert convert_module.registered_enlarge("fpenet68_w64") == registry_entry("fpenet68_w64")["crop"]["enlarge"]
-    assert convert_module.registered_enlarge(str(shared_data / "model.keras")) == DEFAULT_ENLARGE
+    assert registered_enlarge("fpenet68_w64") == registry_entry("fpenet68_w64")["crop"]["enlarge"]
+    assert registered_enlarge(str(shared_data / "model.keras")) == DEFAULT_ENLARGE
 
 
 # Measured with `fpezoo evaluate` on all 2000 AFLW2000-3D faces (3DDFA protocol, crop
@@ -496,13 +498,13 @@ def test_onnx_export_evaluates_like_its_registered_name(shared_data, tmp_path):
 
 
 def test_litert_export_records_its_metadata(tmp_path):
-    from fpezoo.deploy.convert import litert_runner
     from fpezoo.deploy.metadata import exported_model_info, read_metadata
+    from fpezoo.runtime import LiteRTRunner
 
     path = convert("fpenet68_w32", tmp_path / "fpenet68_w32.tflite", to="litert")
     expected = registered_metadata("fpenet68_w32")
     assert read_metadata(path) == read_metadata(path.read_bytes()) == expected
-    run = litert_runner(path)  # the interpreter still runs the file
+    run = LiteRTRunner(path)  # the interpreter still runs the file
     assert run(np.zeros((2, 80, 80, 1), "float32"))[0].shape == (2, 68, 2)
     info = exported_model_info(path, run.input_shape)
     assert (info.input_size, info.input_color, info.scheme, info.enlarge, info.weights_sha256) == (
@@ -513,7 +515,7 @@ def test_exports_without_metadata_fall_back_on_their_input(tmp_path):
     from fpezoo.deploy.metadata import exported_model_info, read_metadata
 
     fixed = build_family("fpenet")
-    convert_module.export_onnx(fixed, convert_module.export_signature(fixed), tmp_path / "fixed.onnx")
+    export.export_onnx(fixed, export.export_signature(fixed), tmp_path / "fixed.onnx")
     assert read_metadata(tmp_path / "fixed.onnx") == {}
     info = exported_model_info(tmp_path / "fixed.onnx", ("batch", 80, 80, 1))
     assert (info.input_size, info.input_color, info.scheme, info.enlarge) == ((80, 80), "grayscale", None, None)
@@ -526,7 +528,7 @@ def test_exports_without_metadata_fall_back_on_their_input(tmp_path):
         read_metadata(tmp_path / "damaged.onnx")
 
     any_size = build_family("fpenet_preprocessing")
-    convert_module.export_onnx(any_size, convert_module.export_signature(any_size), tmp_path / "any.onnx")
+    export.export_onnx(any_size, export.export_signature(any_size), tmp_path / "any.onnx")
     with pytest.raises(ValueError, match="records no crop size"):
         exported_model_info(tmp_path / "any.onnx", ("batch", "height", "width", 3))
     # Written by convert, the same model records the crop its preprocessing layer resizes to.

@@ -216,7 +216,7 @@ def _runner(enlarge, scheme):
     """A stand-in for a model runner with a registered crop (or none: enlarge None)."""
     import types
 
-    return types.SimpleNamespace(enlarge=enlarge, scheme=scheme)
+    return types.SimpleNamespace(spec=types.SimpleNamespace(enlarge=enlarge, scheme=scheme))
 
 
 def test_crop_framing_precedence():
@@ -459,7 +459,7 @@ def test_reader_options_and_validation_split_of_the_records_benchmark(tmp_path):
     with pytest.raises(ValueError, match="Received: reader_option='image_root'"):
         evaluation._reader_options(["image_root"])
     from fpezoo.data.readers import read_mtfl
-    from fpezoo.training import in_validation_split
+    from fpezoo.data.records import in_validation_split
 
     list_file = write_mtfl(tmp_path / "mtfl", MTFL_POINTS)
     seed = next(seed for seed in range(100)  # a split that holds some of the four faces, not all

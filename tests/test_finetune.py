@@ -148,7 +148,7 @@ def teacher_faces(shared_data):
     """
     from fpezoo.data.readers import read_aflw_crops
     from fpezoo.data import with_landmark_boxes
-    from fpezoo.training import in_validation_split
+    from fpezoo.data.records import in_validation_split
 
     records = read_aflw_crops(shared_data / "aflw-crops", teacher=True, max_flip_disagreement=0.1)
     training = [record for record in records if not in_validation_split(record, 0.05, 0)][:96]

@@ -29,6 +29,39 @@ def test_no_tensorflow_addons_dependency():
 
 
 @pytest.mark.slow
+def _module_imports():
+    """``{module: fpezoo modules it imports}``, function-level imports included (a package's
+    modules importing the package itself are left out: Python loads the package first)."""
+    import ast
+
+    modules = {}
+    for path in ROOT.joinpath("fpezoo").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    imports = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fpezoo"):
+                found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+        imports[name] = {other for other in found & set(modules) if other != name and not name.startswith(other + ".")}
+    return imports
+
+
+def test_no_import_cycles():
+    imports = _module_imports()
+    assert "fpezoo.runtime" in imports["fpezoo.predictor"]  # the scan sees function-level imports too
+
+    def reaches(start, target, seen):
+        return any(other == target or (other not in seen and not seen.add(other) and reaches(other, target, seen))
+                   for other in imports[start])
+
+    cycles = sorted(name for name in imports if reaches(name, name, set()))
+    assert cycles == [], f"modules on an import cycle: {cycles}"
+
+
 def test_wheel_ships_weights_and_data_files(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],

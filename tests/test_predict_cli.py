@@ -229,7 +229,7 @@ def test_demo_writes_an_annotated_png(tmp_path, model_path, capsys):
 @pytest.mark.slow
 def test_demo_uses_the_default_registered_weights_and_draws_on_the_face(tmp_path, capsys):
     pytest.importorskip("mtcnn")
-    from fpezoo.predictor import default_model_name
+    from fpezoo.runtime import default_model_name
     from fpezoo.weights import registry_entry
 
     output = tmp_path / "demo.png"

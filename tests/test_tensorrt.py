@@ -28,7 +28,7 @@ def test_exported_graphs_would_build_in_tensorrt(family, tmp_path):
     path = convert_module.convert(model, tmp_path / "model.onnx", to="onnx")
     onnx_model = onnx.load(str(path))
     onnx.checker.check_model(onnx_model, full_check=True)
-    assert convert_module.onnx_opset(onnx_model) <= 18
+    assert importlib.import_module("fpezoo.deploy.export").onnx_opset(onnx_model) <= 18
     assert tensorrt.tensorrt_problems(onnx_model) == []
     assert {node.op_type for node in onnx_model.graph.node} <= set(tensorrt.operator_support()["supported"])
 

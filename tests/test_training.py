@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from fpezoo import schedules, training
-from fpezoo.data.records import LandmarkRecord
+from fpezoo.data.records import LandmarkRecord, in_validation_split
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 OFFICIAL_IR = "openvino-landmarks-regression-retail-0009/landmarks-regression-retail-0009.xml"
@@ -93,13 +93,13 @@ def _record(name, scheme="aflw21", folder="images"):
 
 def test_validation_split_is_by_image_and_has_the_requested_size():
     records = [_record(f"image{i:05d}.jpg") for i in range(4000)]
-    chosen = [training.in_validation_split(r, 0.1, seed=0) for r in records]
+    chosen = [in_validation_split(r, 0.1, seed=0) for r in records]
     assert 0.08 < np.mean(chosen) < 0.12
     # Another source labelling the same images splits them the same way.
-    again = [training.in_validation_split(_record(r.image.name), 0.1, seed=0) for r in records]
+    again = [in_validation_split(_record(r.image.name), 0.1, seed=0) for r in records]
     assert chosen == again
-    assert chosen != [training.in_validation_split(r, 0.1, seed=1) for r in records]
-    assert not any(training.in_validation_split(r, 0.0, seed=0) for r in records[:50])
+    assert chosen != [in_validation_split(r, 0.1, seed=1) for r in records]
+    assert not any(in_validation_split(r, 0.0, seed=0) for r in records[:50])
 
 
 def test_source_box_must_be_a_box():

@@ -733,3 +733,16 @@ def find_off_face_rows(records, max_offset=0.2):
     offset = np.linalg.norm(relative_centroid - np.median(relative_centroid[labelled], axis=0), axis=-1)
     displaced = np.flatnonzero(labelled & (offset > max_offset))
     return OffFaceRows(outside_image, displaced)
+
+
+# Reader name -> reader function: the one registry of the names that training configs
+# (``"reader"``), ``fpezoo evaluate --benchmark records --reader`` and ``fpezoo convert
+# --calibration NAME:PATH`` take. Training refuses the benchmark's (``aflw2000_3d``).
+READERS = {
+    "pts": read_pts,
+    "coco_keypoints": read_coco_keypoints,
+    "tao_json": read_tao_json,
+    "aflw_crops": read_aflw_crops,
+    "mtfl": read_mtfl,
+    "aflw2000_3d": read_aflw2000_3d,
+}

@@ -6,6 +6,7 @@ centre of the top-left pixel at ``(0, 0)``; a face box is
 """
 
 import dataclasses
+import hashlib
 import os
 import pathlib
 import types
@@ -259,3 +260,20 @@ def record_box(record, image=None):
         return record.box
     height, width = image.shape[:2] if image is not None else image_size(record.image)
     return (0.0, 0.0, float(width), float(height))
+
+
+def in_validation_split(record, fraction, seed):
+    """Whether a record's image belongs to the validation split.
+
+    The decision hashes the image's folder and file name with the seed, so it
+    is the same for every source that labels that image, on every machine.
+    """
+    if fraction <= 0:
+        return False
+    image = record.image
+    if isinstance(image, np.ndarray):
+        key = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+    else:
+        key = f"{image.parent.name}/{image.name}"
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < fraction

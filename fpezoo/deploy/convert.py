@@ -47,11 +47,23 @@ import pathlib
 import shutil
 import sys
 import tempfile
-import warnings
 
 import numpy as np
 
-from fpezoo.deploy.metadata import INPUT_COLORS, add_litert_metadata, add_onnx_metadata
+from fpezoo.data import readers
+from fpezoo.deploy.export import (
+    DEFAULT_OPSET,
+    MAX_OPSET,
+    size_pair,
+    export_litert,
+    export_metadata,
+    export_onnx,
+    export_saved_model,
+    export_signature,
+    model_input_color,
+)
+from fpezoo.deploy.metadata import INPUT_COLORS
+from fpezoo.runtime import DEFAULT_ENLARGE, load_keras_model, registered_enlarge, registered_entry
 
 TARGETS = ("savedmodel", "onnx", "litert", "tensorrt", "tftrt", "triton")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -64,26 +76,8 @@ TARGET_PRECISIONS = {
     "tftrt": PRECISIONS,
     "triton": PRECISIONS,
 }
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("keypoints", "confidence")
-DEFAULT_OPSET = 17
-MAX_OPSET = 18
 DEFAULT_CALIBRATION_IMAGES = 256
 DEFAULT_MAX_BATCH_SIZE = 64
-# Sources that are files (any other string is a registered weights name).
-SOURCE_FILE_SUFFIXES = (".keras", ".weights.h5", ".xml")
-# LiteRT operators kept in float32 by INT8 quantisation: the arithmetic of the
-# soft-argmax, heatmap-argmax and regression decoders (see export_litert).
-LITERT_FLOAT_OPS = ("EXP", "SUM", "DIV", "REDUCE_MAX", "MUL", "SUB", "PACK", "RESHAPE")
-# Data readers usable as calibration sources ("reader:path"): name -> function
-# of fpezoo.data.readers taking the path.
-CALIBRATION_READERS = {
-    "mtfl": "read_mtfl",
-    "aflw_crops": "read_aflw_crops",
-    "aflw2000_3d": "read_aflw2000_3d",
-    "coco": "read_coco_keypoints",
-    "tao": "read_tao_json",
-}
 
 
 def convert(source, output, to="onnx", precision="fp32", calibration=None,
@@ -108,7 +102,7 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
             ``TARGET_PRECISIONS``).
         calibration: INT8 calibration images: a folder of face crops, or
             ``"reader:path"`` with a reader of :mod:`fpezoo.data.readers`
-            (``CALIBRATION_READERS``, e.g. ``"mtfl:../shared/data/mtfl/train.txt"``),
+            (:data:`fpezoo.data.readers.READERS`, e.g. ``"mtfl:../shared/data/mtfl/train.txt"``),
             whose faces are cropped by their boxes.
         num_calibration_images: how many images calibrate INT8 (the first ones
             of the source, in its order).
@@ -138,7 +132,7 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
         calibration_enlarge: crop side over the longer side of a calibration
             record's box (see :class:`CalibrationImages`). None: the registered
             crop of a registered name (its ``"crop": {"enlarge": ...}``, as the
-            predictor crops), else :data:`fpezoo.predictor.DEFAULT_ENLARGE`.
+            predictor crops), else :data:`fpezoo.runtime.DEFAULT_ENLARGE`.
 
     Returns:
         The ``pathlib.Path`` of the export.
@@ -171,13 +165,13 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
             to in ("tensorrt", "triton") and calibration_cache and os.path.isfile(calibration_cache)):
         raise ValueError(
             "INT8 needs calibration images: a folder of face crops or 'reader:path' "
-            f"(readers: {', '.join(CALIBRATION_READERS)}). Received: calibration=None"
+            f"(readers: {', '.join(readers.READERS)}). Received: calibration=None"
         )
     output = pathlib.Path(output)
-    model = load_model(source, builder=builder, builder_config=builder_config)
+    model = load_keras_model(source, builder=builder, builder_config=builder_config)
     spec = export_signature(model, batch_size=batch_size, input_size=input_size,
                             needs_fixed_size=to in ("litert", "tensorrt", "tftrt", "triton"))
-    metadata = export_metadata(model, source, spec, input_color)
+    metadata = export_metadata(model, spec, input_color=input_color, **_source_identity(source, model))
     calibration_images = None
     if calibration is not None and precision == "int8":
         calibration_images = CalibrationImages(
@@ -234,412 +228,22 @@ def convert(source, output, to="onnx", precision="fp32", calibration=None,
     return target_path
 
 
-# --------------------------------------------------------------------------- sources
+def _source_identity(source, model):
+    """The ``entry``, ``source_name`` and ``source_sha256`` of :func:`export_metadata` for a source.
 
-
-def registered_entry(source):
-    """The registry entry of a :func:`convert` ``source`` that is a registered name, else None."""
-    if not isinstance(source, (str, os.PathLike)) or os.fspath(source).endswith(SOURCE_FILE_SUFFIXES):
-        return None
-    from fpezoo.weights import registry_entry
-
-    return registry_entry(os.fspath(source))
-
-
-def registered_enlarge(source):
-    """The crop enlargement the model of a :func:`convert` ``source`` expects.
-
-    Args:
-        source: a ``source`` of :func:`convert`.
-
-    Returns:
-        The registered ``"crop": {"enlarge": ...}`` of a registered name, else
-        :data:`fpezoo.predictor.DEFAULT_ENLARGE` (models and files carry no
-        framing).
+    A registered name gives its entry; a file its name and its own sha256 (for
+    an OpenVINO ``.xml``, that of its ``.bin``); a Keras model its name only.
     """
-    from fpezoo.predictor import DEFAULT_ENLARGE
-
-    entry = registered_entry(source) or {}
-    return float(entry.get("crop", {}).get("enlarge", DEFAULT_ENLARGE))
-
-
-def export_metadata(model, source, spec, input_color=None):
-    """The metadata an export records (see :mod:`fpezoo.deploy.metadata`).
-
-    Args:
-        model: the Keras model exported.
-        source: the ``source`` of :func:`convert` it came from.
-        spec: its :func:`export_signature`.
-        input_color: the crops' colour order (None: :func:`model_input_color`).
-
-    Returns:
-        A dict with the keys of :data:`fpezoo.deploy.metadata.FIELDS`: a
-        registered name gives its scheme, crop and weights sha256; a file its
-        own sha256 (for an OpenVINO ``.xml``, that of its ``.bin``); a Keras
-        model none of them.
-    """
-    import fpezoo
-    from fpezoo.layers import FacePreprocessing
     from fpezoo.weights import sha256
 
     entry = registered_entry(source)
     if entry is not None:
-        name, digest = os.fspath(source), entry["sha256"]
-    elif isinstance(source, (str, os.PathLike)):
+        return {"entry": entry, "source_name": os.fspath(source)}
+    if isinstance(source, (str, os.PathLike)):
         path = pathlib.Path(source)
-        name, digest = path.name, sha256(path.with_suffix(".bin") if path.suffix == ".xml" else path)
-    else:
-        name, digest = model.name, None
-    size = tuple(spec.shape[1:3])
-    if None in size:
-        preprocessing = [layer.output_size for layer in model.layers if isinstance(layer, FacePreprocessing)]
-        size = preprocessing[0] if preprocessing else None
-    return {
-        "scheme": entry["scheme"] if entry is not None else None,
-        "enlarge": entry.get("crop", {}).get("enlarge") if entry is not None else None,
-        "input_size": None if size is None else [int(value) for value in size],
-        "input_color": input_color or model_input_color(model),
-        "weights_sha256": digest,
-        "source": name,
-        "fpezoo_version": fpezoo.__version__,
-    }
-
-
-def load_model(source, builder=None, builder_config=None):
-    """Resolves the ``source`` of :func:`convert` into a Keras model.
-
-    Args:
-        source: a Keras model, a registered weights name, a ``.keras`` file, a
-            ``.weights.h5`` file or the OpenVINO IR ``.xml`` of
-            landmarks-regression-retail-0009.
-        builder: builder name for a ``.weights.h5`` file (see
-            :func:`fpezoo.weights.registered_builder`).
-        builder_config: builder keyword arguments (dict); for an ``.xml``, the
-            keyword arguments of
-            :func:`fpezoo.models.retail.import_openvino_retail` (e.g.
-            ``{"include_preprocessing": True}``).
-
-    Returns:
-        The Keras model.
-    """
-    import keras
-
-    if isinstance(source, keras.Model):
-        if builder is not None or builder_config:
-            raise ValueError(
-                "`builder` and `builder_config` apply to weights files and registered names, "
-                f"not to a Keras model. Received: builder={builder!r}, builder_config={builder_config!r}"
-            )
-        return source
-    if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(
-            "`source` must be a Keras model, a registered weights name, a '.keras' file, a "
-            f"'.weights.h5' file or an OpenVINO '.xml'. Received: source={source!r}"
-        )
-    text = os.fspath(source)
-    config = dict(builder_config or {})
-    if text.endswith(".keras"):
-        if not os.path.isfile(text):
-            raise FileNotFoundError(f"Model file not found. Received: source={text!r}")
-        _register_custom_objects()
-        return keras.saving.load_model(text, safe_mode=True)
-    if text.endswith(".weights.h5"):
-        if builder is None:
-            raise ValueError(
-                "A '.weights.h5' source needs the builder that makes its model, e.g. "
-                f"builder='FPENet' (--builder FPENet). Received: source={text!r}, builder=None"
-            )
-        from fpezoo.weights import registered_builder
-
-        return registered_builder(builder)(weights=text, **config)
-    if text.endswith(".xml"):
-        if builder not in (None, "RetailLandmarks5"):
-            raise ValueError(
-                "An OpenVINO '.xml' source is landmarks-regression-retail-0009, imported as "
-                f"RetailLandmarks5. Received: source={text!r}, builder={builder!r}"
-            )
-        if not os.path.isfile(text):
-            raise FileNotFoundError(f"OpenVINO IR not found. Received: source={text!r}")
-        from fpezoo.models.retail import import_openvino_retail
-
-        return import_openvino_retail(text, **config)
-    from fpezoo.weights import build_registered
-
-    return build_registered(text, **config)
-
-
-def _register_custom_objects():
-    """Imports the modules that register fpezoo's layers, for ``.keras`` files."""
-    import importlib
-
-    for module in ("fpezoo.layers", "fpezoo.models.common", "fpezoo.models.fpenet",
-                   "fpezoo.models.retail", "fpezoo.models.fan"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:
-                raise
-
-
-def export_signature(model, batch_size=None, input_size=None, needs_fixed_size=False):
-    """The ``tf.TensorSpec`` named ``images`` that an export of ``model`` takes.
-
-    Args:
-        model: a Keras model with one image input and outputs
-            ``[keypoints, confidence]``.
-        batch_size: None (dynamic) or a fixed batch size.
-        input_size: ``(height, width)`` for a model that accepts any size.
-        needs_fixed_size: raise when height and width stay unknown.
-
-    Returns:
-        The spec ``(batch, height, width, channels)``.
-    """
-    import tensorflow as tf
-
-    if len(model.inputs) != 1 or len(model.outputs) != 2:
-        raise ValueError(
-            "Exports need a model with one image input and the outputs [keypoints, "
-            f"confidence]. Received: model with {len(model.inputs)} input(s) and "
-            f"{len(model.outputs)} output(s)"
-        )
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4:
-        raise ValueError(
-            "Exports need an image input (batch, height, width, channels). "
-            f"Received: input shape {shape}"
-        )
-    height, width = shape[1:3]
-    if input_size is not None:
-        size = _size_pair(input_size)
-        for known, wanted in zip((height, width), size):
-            if known is not None and known != wanted:
-                raise ValueError(
-                    f"This model takes {height}x{width} crops; `input_size` can only fix sizes "
-                    f"the model leaves open. Received: input_size={tuple(input_size)}"
-                )
-        height, width = size
-    if needs_fixed_size and (height is None or width is None):
-        raise ValueError(
-            "This model accepts crops of any size; this target needs a fixed one: pass "
-            f"input_size=(height, width) (--input-size HxW). Received: input_size={input_size!r}"
-        )
-    return tf.TensorSpec((batch_size, height, width, shape[3]), model.inputs[0].dtype,
-                         name=INPUT_NAME)
-
-
-def model_input_color(model):
-    """Channel layout of the crops ``model`` takes.
-
-    Read from the model's :class:`fpezoo.layers.FacePreprocessing` layer when it
-    has one; otherwise grayscale for 1 channel and RGB for 3.
-    """
-    from fpezoo.layers import FacePreprocessing
-
-    for layer in model.layers:
-        if isinstance(layer, FacePreprocessing):
-            return layer.input_color
-    return "grayscale" if model.inputs[0].shape[-1] == 1 else "rgb"
-
-
-# --------------------------------------------------------------------------- exporters
-
-
-def _serving_function(model):
-    def serve(images):
-        keypoints, confidence = model(images, training=False)
-        return {OUTPUT_NAMES[0]: keypoints, OUTPUT_NAMES[1]: confidence}
-
-    return serve
-
-
-def export_saved_model(model, spec, path):
-    """Writes a SavedModel whose ``serving_default`` maps ``images`` to
-    ``{"keypoints", "confidence"}``."""
-    import keras
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serve", _serving_function(model), input_signature=[spec])
-    archive.write_out(os.fspath(path), verbose=False)
-
-
-def export_onnx(model, spec, path, opset=DEFAULT_OPSET, metadata=None):
-    """Writes an ONNX model with input ``images`` and outputs ``keypoints``, ``confidence``.
-
-    Converted by Keras's exporter (tf2onnx), then the outputs are renamed, the
-    dynamic axes named (``batch``, ``height``, ``width``), ``metadata`` (see
-    :func:`export_metadata`; None: none) stored in ``metadata_props``, and the
-    graph checked with ``onnx.checker`` and for its opset.
-    """
-    import onnx
-
-    with tempfile.TemporaryDirectory(prefix="fpezoo-onnx-") as work:
-        raw_path = os.path.join(work, "raw.onnx")
-        with _quiet_stdout(), warnings.catch_warnings():
-            # Keras's tf2onnx patch probes `hasattr(np, "object")`, which NumPy 2 answers
-            # with a FutureWarning that says nothing to a user.
-            warnings.filterwarnings("ignore", message=r".*`np\.object`", category=FutureWarning)
-            model.export(raw_path, format="onnx", input_signature=[spec], opset_version=opset,
-                         verbose=False)
-        onnx_model = onnx.load(raw_path)
-    _name_onnx_outputs(onnx_model)
-    _name_dynamic_axes(onnx_model)
-    onnx_model.producer_name = "fpezoo"
-    if metadata is not None:
-        add_onnx_metadata(onnx_model, metadata)
-    onnx.checker.check_model(onnx_model, full_check=True)
-    used_opset = onnx_opset(onnx_model)
-    if used_opset > MAX_OPSET:
-        raise ValueError(
-            f"The exporter produced opset {used_opset}, above {MAX_OPSET}. Received: opset={opset}"
-        )
-    onnx.save(onnx_model, os.fspath(path))
-
-
-def onnx_opset(onnx_model):
-    """The default-domain opset of an ONNX model."""
-    return max(entry.version for entry in onnx_model.opset_import if entry.domain in ("", "ai.onnx"))
-
-
-def _name_onnx_outputs(onnx_model):
-    """Renames the graph outputs to ``keypoints`` (rank 3) and ``confidence`` (rank 2)."""
-    graph = onnx_model.graph
-    renames = {}
-    for output in graph.output:
-        rank = len(output.type.tensor_type.shape.dim)
-        renames[output.name] = OUTPUT_NAMES[0] if rank == 3 else OUTPUT_NAMES[1]
-    if sorted(renames.values()) != sorted(OUTPUT_NAMES):
-        raise ValueError(
-            "Expected ONNX outputs of rank 3 (keypoints) and rank 2 (confidence). "
-            f"Received: outputs={[(o.name, len(o.type.tensor_type.shape.dim)) for o in graph.output]}"
-        )
-    for node in graph.node:
-        node.output[:] = [renames.get(name, name) for name in node.output]
-        node.input[:] = [renames.get(name, name) for name in node.input]
-    for output in graph.output:
-        output.name = renames[output.name]
-    # Keep the documented order: keypoints first.
-    ordered = sorted(graph.output, key=lambda o: OUTPUT_NAMES.index(o.name))
-    del graph.output[:]
-    graph.output.extend(ordered)
-
-
-def _name_dynamic_axes(onnx_model):
-    """Names the dynamic axes: ``batch``, ``height``, ``width`` of the input, and
-    ``batch`` of the outputs."""
-    graph = onnx_model.graph
-    values = [(value, ("batch", "height", "width")) for value in graph.input]
-    values += [(value, ("batch",)) for value in graph.output]
-    for value, names in values:
-        for dim, name in zip(value.type.tensor_type.shape.dim, names):
-            if not dim.HasField("dim_value"):
-                dim.dim_param = name
-
-
-def export_litert(saved_model_dir, path, precision="fp32", calibration_images=None, metadata=None):
-    """Converts a SavedModel to a LiteRT (``.tflite``) model.
-
-    Only LiteRT built-in operators are allowed, so the file runs in
-    ``ai-edge-litert`` without the TensorFlow (Flex) delegate. ``metadata``
-    (see :func:`export_metadata`; None: none) is stored in the flatbuffer.
-
-    * ``fp32``: float32.
-    * ``fp16``: float16 weights (dequantised to float32 at load on CPU).
-    * ``int8``: post-training quantisation of the network: int8 weights and
-      activations in the convolutions, pooling, concatenations and additions,
-      ranges from the representative crops of ``calibration_images``; the
-      decoders' arithmetic (:data:`LITERT_FLOAT_OPS`) stays float32, and so do
-      the input and outputs, so the file is a drop-in replacement. (Quantising
-      the soft-argmax too collapses FPENet: its sums over a heatmap span 1 to
-      ~1600 and its division loses everything in int8; measured on the stage-3
-      ``fpenet68_w32`` weights: 30.7 px mean error against Keras on 64 AFLW 80x80 crops, 0.77 px
-      with the decoder in float.)
-    """
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model_dir))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if precision == "fp16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    if precision == "int8":
-        if calibration_images is None:
-            raise ValueError("LiteRT INT8 needs calibration images. Received: calibration=None")
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                               tf.lite.OpsSet.TFLITE_BUILTINS]
-        representative = lambda: ([crop[None]] for crop in calibration_images)  # noqa: E731
-        converter.representative_dataset = representative
-        with _quiet_stdout(), warnings.catch_warnings():
-            # The debugger runs TensorFlow's own tf.lite.Interpreter, which warns that it
-            # is deprecated in favour of ai_edge_litert's (which fpezoo runs).
-            warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated",
-                                    category=UserWarning)
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=representative,
-                debug_options=tf.lite.experimental.QuantizationDebugOptions(
-                    denylisted_ops=list(LITERT_FLOAT_OPS)),
-            )
-            flatbuffer = debugger.get_nondebug_quantized_model()
-    else:
-        with _quiet_stdout():
-            flatbuffer = converter.convert()
-    if metadata is not None:
-        flatbuffer = add_litert_metadata(flatbuffer, metadata)
-    pathlib.Path(path).write_bytes(flatbuffer)
-
-
-def litert_runner(model, num_threads=1):
-    """Runs a LiteRT landmark model on batches of crops.
-
-    The interpreter's input is resized to each batch shape (exports have a
-    dynamic batch), and the outputs are found by shape, as
-    :func:`export_litert` writes them: keypoints ``(N, K, 2 or 3)`` and
-    confidence ``(N, K)``.
-
-    Args:
-        model: a ``.tflite`` path or the model's bytes.
-        num_threads: interpreter threads.
-
-    Returns:
-        ``run(images) -> (keypoints, confidence)`` for float32 crops
-        ``(N, H, W, C)``; ``run.input_shape`` is the model's ``(1, H, W, C)``
-        and ``run.num_keypoints`` its K.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    if isinstance(model, (bytes, bytearray)):
-        interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
-    else:
-        path = pathlib.Path(model)
-        if not path.is_file():
-            raise FileNotFoundError(f"LiteRT model not found. Received: model={str(path)!r}")
-        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    keypoints = [d for d in outputs if len(d["shape"]) == 3]
-    confidence = [d for d in outputs if len(d["shape"]) == 2]
-    if len(inputs) != 1 or len(keypoints) != 1 or len(confidence) != 1:
-        raise ValueError(
-            "A LiteRT landmark model has one image input and the outputs keypoints (N, K, 2) and "
-            f"confidence (N, K). Received: inputs={[tuple(d['shape']) for d in inputs]}, "
-            f"outputs={[tuple(d['shape']) for d in outputs]}"
-        )
-    input_index = inputs[0]["index"]
-    allocated = {"shape": None}
-
-    def run(images):
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        if allocated["shape"] != images.shape:
-            interpreter.resize_tensor_input(input_index, images.shape)
-            interpreter.allocate_tensors()
-            allocated["shape"] = images.shape
-        interpreter.set_tensor(input_index, images)
-        interpreter.invoke()
-        return interpreter.get_tensor(keypoints[0]["index"]), interpreter.get_tensor(confidence[0]["index"])
-
-    run.input_shape = tuple(int(v) for v in inputs[0]["shape"])
-    run.num_keypoints = int(keypoints[0]["shape"][1])
-    return run
+        return {"source_name": path.name,
+                "source_sha256": sha256(path.with_suffix(".bin") if path.suffix == ".xml" else path)}
+    return {"source_name": model.name}
 
 
 def _build_engine(onnx_path, plan_path, precision, calibration_images, batch_size, max_batch_size,
@@ -664,16 +268,6 @@ def _build_engine(onnx_path, plan_path, precision, calibration_images, batch_siz
     tensorrt.build_engine(onnx_path, plan_path, precision=precision,
                           calibration_images=calibration_images, batches=batches,
                           calibration_cache=cache_path, trtexec_hint=command)
-
-
-@contextlib.contextmanager
-def _quiet_stdout():
-    """Silences the converters' progress prints (they write to stdout)."""
-    with contextlib.redirect_stdout(open(os.devnull, "w")) as sink:
-        try:
-            yield
-        finally:
-            sink.close()
 
 
 @contextlib.contextmanager
@@ -725,7 +319,7 @@ class CalibrationImages:
 
     Args:
         source: a folder of face-crop images (each resized to the input size), or
-            ``"reader:path"`` with a reader of ``CALIBRATION_READERS``: each
+            ``"reader:path"`` with a reader of :data:`fpezoo.data.readers.READERS`: each
             record's face is cropped by its box with
             :func:`fpezoo.coordinates.crop_face`, enlarged by ``enlarge`` (or
             the whole image is resized when the record has no box: the loose
@@ -735,12 +329,12 @@ class CalibrationImages:
         color: ``"grayscale"``, ``"rgb"`` or ``"bgr"``: channel layout of the input.
         limit: use at most this many images (the first ones of the source).
         enlarge: crop side over the longer side of a record's box: the crop the
-            model expects (None: :data:`fpezoo.predictor.DEFAULT_ENLARGE`).
+            model expects (None: :data:`fpezoo.runtime.DEFAULT_ENLARGE`).
     """
 
     def __init__(self, source, image_size, channels, color="grayscale",
                  limit=DEFAULT_CALIBRATION_IMAGES, enlarge=None):
-        self.image_size = _size_pair(image_size)
+        self.image_size = size_pair(image_size)
         if channels not in (1, 3):
             raise ValueError(f"Calibration crops have 1 or 3 channels. Received: channels={channels!r}")
         _check_choice(color, INPUT_COLORS, "input_color")
@@ -750,8 +344,6 @@ class CalibrationImages:
             )
         _check_positive_int(limit, "num_calibration_images")
         if enlarge is None:
-            from fpezoo.predictor import DEFAULT_ENLARGE
-
             enlarge = DEFAULT_ENLARGE
         if not isinstance(enlarge, numbers.Real) or not 0 < enlarge < np.inf:
             raise ValueError(
@@ -814,11 +406,8 @@ def _calibration_items(source):
 
     text = os.fspath(source)
     reader, separator, reader_path = text.partition(":")
-    if separator and reader in CALIBRATION_READERS:
-        import importlib
-
-        readers = importlib.import_module("fpezoo.data.readers")
-        records = getattr(readers, CALIBRATION_READERS[reader])(reader_path)
+    if separator and reader in readers.READERS:
+        records = readers.READERS[reader](reader_path)
         items = [(record.image, record.box) for record in records]
     elif os.path.isdir(text):
         files = sorted(path for path in pathlib.Path(text).iterdir()
@@ -827,7 +416,7 @@ def _calibration_items(source):
     elif separator and len(reader) > 1:
         raise ValueError(
             f"Unknown calibration reader {reader!r}; use a folder of images or one of "
-            f"{', '.join(f'{name}:PATH' for name in CALIBRATION_READERS)}. Received: calibration={text!r}"
+            f"{', '.join(f'{name}:PATH' for name in readers.READERS)}. Received: calibration={text!r}"
         )
     else:
         raise FileNotFoundError(
@@ -854,21 +443,6 @@ def _check_positive_int(value, arg_name):
     return value
 
 
-def _size_pair(value):
-    """``(height, width)`` from a pair or a ``"HxW"`` string."""
-    try:
-        if isinstance(value, str):
-            value = value.lower().split("x")
-        height, width = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`input_size` must be (height, width) or 'HxW'. Received: input_size={value!r}"
-        ) from None
-    if height < 1 or width < 1:
-        raise ValueError(f"`input_size` must be positive. Received: input_size={value!r}")
-    return height, width
-
-
 # --------------------------------------------------------------------------- command line
 
 
@@ -882,7 +456,7 @@ def configure_parser(parser):
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     parser.add_argument("--calibration",
                         help="INT8 calibration: a folder of face crops, or READER:PATH with READER "
-                             f"in {', '.join(CALIBRATION_READERS)}")
+                             f"in {', '.join(readers.READERS)}")
     parser.add_argument("--num-calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES)
     parser.add_argument("--calibration-cache", help="TensorRT INT8 calibration cache file")
     parser.add_argument("--calibration-enlarge", type=float,

@@ -126,7 +126,7 @@ def read_metadata(model_file):
             a JSON object.
     """
     if isinstance(model_file, (bytes, bytearray)):
-        return _decode(_litert_metadata(bytes(model_file)), "<bytes>")
+        return _decode(_litert_metadata(bytes(model_file), "<bytes>"), "<bytes>")
     path = pathlib.Path(model_file)
     suffix = path.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:
@@ -134,7 +134,7 @@ def read_metadata(model_file):
     if not path.is_file():
         raise FileNotFoundError(f"Exported model not found. Received: model_file={os.fspath(path)!r}")
     if suffix == ".tflite":
-        return _decode(_litert_metadata(path.read_bytes()), path)
+        return _decode(_litert_metadata(path.read_bytes(), path), path)
     import onnx
 
     props = {entry.key: entry.value for entry in onnx.load(os.fspath(path), load_external_data=False).metadata_props}
@@ -195,15 +195,26 @@ def exported_model_info(model_file, input_shape, input_color=None):
                              weights_sha256=metadata.get("weights_sha256"))
 
 
-def _litert_metadata(flatbuffer):
-    """The text of the :data:`METADATA_KEY` entry of a ``.tflite`` flatbuffer, or None."""
+def _litert_metadata(flatbuffer, where):
+    """The text of the :data:`METADATA_KEY` entry of a ``.tflite`` flatbuffer, or None.
+
+    Raises:
+        ValueError: the bytes are not a LiteRT flatbuffer.
+    """
+    import struct
+
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.Model.GetRootAs(flatbuffer, 0)
-    for index in range(model.MetadataLength()):
-        entry = model.Metadata(index)
-        if entry.Name() == METADATA_KEY.encode():
-            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode("utf-8")
+    if len(flatbuffer) < 8 or flatbuffer[4:8] != b"TFL3":  # the file identifier of the LiteRT schema
+        raise ValueError(f"Not a LiteRT (.tflite) model. Received: model_file={os.fspath(where)!r}")
+    try:
+        model = schema.Model.GetRootAs(flatbuffer, 0)
+        for index in range(model.MetadataLength()):
+            entry = model.Metadata(index)
+            if entry.Name() == METADATA_KEY.encode():
+                return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode("utf-8")
+    except (struct.error, IndexError, UnicodeDecodeError) as error:
+        raise ValueError(f"A damaged LiteRT model ({error}). Received: model_file={os.fspath(where)!r}") from None
     return None
 
 
