@@ -1,7 +1,7 @@
 """Landmarks for every face of a photo with ``fpezoo.LandmarkDetector``.
 
     python examples/predict_photo.py                       # the bundled photo
-    python examples/predict_photo.py --image me.jpg --model <registered name or .keras file>
+    python examples/predict_photo.py --image me.jpg --model <registered name, .keras, .onnx or .tflite file>
 
 Without ``--model`` the default registered weights are used (``fpezoo card``
 lists them).
@@ -23,8 +23,9 @@ parser.add_argument("--model", default=None)
 parser.add_argument("--output", default="predict_photo.png")
 args = parser.parse_args()
 
-# MTCNN finds the faces; each is cropped the way the model was trained.
-detector = fpezoo.LandmarkDetector(model=args.model, detector="mtcnn")
+# The default detector (BlazeFace on LiteRT) finds the faces; each is cropped the way the
+# model was trained, turned upright by its roll.
+detector = fpezoo.LandmarkDetector(model=args.model)
 faces = detector.predict(args.image)  # a path, a PIL image or a NumPy array
 for face in faces:
     print(json.dumps({"box": face.to_dict()["box"], "score": round(face.score, 3),
