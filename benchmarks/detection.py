@@ -10,11 +10,20 @@ ground-truth points (eye centres, nose tip, mouth corners; on AFLW2000-3D taken
 from the 68 ``pts68_fitted`` points) and is at most ``MAX_SIZE_RATIO`` times the
 diagonal of those points' box (so a box covering the whole image does not
 count). On AFLW2000-3D the rate at IoU >= 0.3 with the 68-point landmark box is
-reported too. The script also prints how the matched detection boxes
-relate to the 68-point landmark boxes on AFLW2000-3D (median centre offset and
-size ratio), the calibration :class:`fpezoo.LandmarkDetector` uses to crop
-faces from detector boxes the way the models were trained (from landmark
-boxes).
+reported too, and, held out, how well the detector's
+``landmark_box_calibration`` turns those matched boxes into the landmark boxes
+(``calibrated_boxes``: IoU, centre error over sqrt(w * h) of the landmark box,
+and the residual calibration, (0, 0, 1, 1) when unbiased).
+
+``--fit-calibration`` fits instead each detector's ``landmark_box_calibration``
+(:func:`fpezoo.detection.fit_landmark_box_calibration`), the mapping
+:class:`fpezoo.LandmarkDetector` uses to crop faces from detector boxes the way
+the models were trained (from landmark boxes), on training faces only: a fixed
+random ``--count`` faces of each of ``TRAINING_SETS`` (MTFL train without its
+off-face rows, and the AFLW crops), whose landmark boxes come from the 3DDFA_V2
+teacher's 68 points, each crop resized to ``--fit-side`` pixels a side
+first; the detection matched to a face is the one overlapping its landmark box
+most, at IoU >= 0.3. Never fit on AFLW2000-3D: it is the benchmark.
 
 ``--crop-statistics`` prints instead how the training crops relate to their
 faces' 68 landmarks (teacher labels of the AFLW and MTFL crops): crop side over
@@ -39,6 +48,7 @@ Usage::
     python benchmarks/detection.py --count 300 --output detection_benchmark.json
     python benchmarks/detection.py --crop-statistics
     python benchmarks/detection.py --turn-scores --count 200
+    python benchmarks/detection.py --fit-calibration --count 2000 --output docs/benchmarks/detection_calibration.json
     python benchmarks/detection.py --end-to-end <registered name or .keras> --count 300  # both
     python benchmarks/detection.py --detectors --end-to-end <registered name or .keras>  # end to end only
 
@@ -63,6 +73,15 @@ MAX_SIZE_RATIO = 4.0
 # 68-point iBUG indices of the five inner points: eyes (means), nose tip, mouth corners.
 IBUG_EYES = (range(36, 42), range(42, 48))
 IBUG_NOSE_TIP, IBUG_MOUTH_CORNERS = 30, (48, 54)
+# The four numbers of a detector's landmark_box_calibration, in order.
+CALIBRATION_KEYS = ("centre_offset_x", "centre_offset_y", "width_ratio", "height_ratio")
+# Training sets the calibrations are fitted on (never the benchmarks).
+TRAINING_SETS = ("mtfl_train", "aflw_crops")
+# Training crops (80 and 120 pixels) are resized to this side before detection:
+# their faces are then photo-sized, far above the detectors' smallest windows
+# (dlib's 40 pixels at upsample 1, the LBP cascade's 24), whose boxes of faces
+# near that size are shaped differently.
+FIT_SIDE = 360
 
 
 def data_dir():
@@ -94,8 +113,12 @@ def mtfl_samples(root, count, seed):
 
 
 def landmark_box(points):
-    """Box of points in pixel-centre units, as pixel-corner extent."""
-    return np.array([*points.min(0), *(points.max(0) + 1.0)])
+    """Extent of points given in pixel-centre units, in pixel-corner units.
+
+    The box's size is the points' spread whatever the image scale (no extra
+    pixel), so calibrations measured on small crops hold on large photos.
+    """
+    return np.array([*(points.min(0) + 0.5), *(points.max(0) + 0.5)])
 
 
 def contains_face(box, five_points):
@@ -114,7 +137,7 @@ def iou(a, b):
 
 
 def run(detector, samples):
-    times, hits, iou_hits, counts, calibration, yaw_hits = [], [], [], [], [], []
+    times, hits, iou_hits, counts, matched, yaw_hits = [], [], [], [], [], []
     warmed_up = False
     for path, five_points, points68, yaw in samples:
         image = np.asarray(Image.open(path).convert("RGB"))
@@ -132,16 +155,10 @@ def run(detector, samples):
         if points68 is None:
             continue
         truth = landmark_box(points68)
-        overlaps = [iou(np.array(d.box), truth) for d in found]
-        best = int(np.argmax(overlaps)) if overlaps else None
-        iou_hits.append(best is not None and overlaps[best] >= IOU_THRESHOLD)
-        if iou_hits[-1]:
-            box = np.array(found[best].box)
-            size = box[2:] - box[:2]
-            calibration.append(np.concatenate([
-                ((truth[:2] + truth[2:]) - (box[:2] + box[2:])) / 2 / size,
-                (truth[2:] - truth[:2]) / size,
-            ]))
+        match = matching_detection(found, truth)
+        iou_hits.append(match is not None)
+        if match is not None:
+            matched.append((match.box, truth))
     result = {
         "images": len(hits),
         "detection_rate": float(np.mean(hits)),
@@ -157,13 +174,40 @@ def run(detector, samples):
             in_bin = (yaw > low) & (yaw <= high) if low else yaw <= high
             if in_bin.any():  # a small sample may leave a bin empty: no rate (JSON has no NaN)
                 result[f"detection_rate_yaw_{low}_{min(high, 90)}"] = float(hit[in_bin].mean())
-    if calibration:
-        median = np.median(np.array(calibration), axis=0)
-        result["landmark_box_from_detection"] = {
-            "centre_offset_x": float(median[0]), "centre_offset_y": float(median[1]),
-            "width_ratio": float(median[2]), "height_ratio": float(median[3]),
-        }
+    if matched:
+        result["calibrated_boxes"] = calibrated_box_errors(detector.landmark_box_calibration, *zip(*matched))
     return result
+
+
+def matching_detection(found, truth):
+    """The detection overlapping the landmark box ``truth`` most, if by IoU >= ``IOU_THRESHOLD``."""
+    overlaps = [iou(np.array(d.box), truth) for d in found]
+    best = int(np.argmax(overlaps)) if overlaps else None
+    return found[best] if best is not None and overlaps[best] >= IOU_THRESHOLD else None
+
+
+def calibrated_box_errors(calibration, detection_boxes, landmark_boxes):
+    """How well ``calibration`` turns matched detection boxes into the faces' landmark boxes.
+
+    Returns the IoU of each calibrated box with its landmark box (median and
+    mean), the distance between their centres over the landmark box's
+    sqrt(w * h) (median and mean), and the residual calibration (the
+    calibration that would still map the calibrated boxes to the landmark
+    boxes: (0, 0, 1, 1) when these faces match the calibration's medians).
+    """
+    calibrated = np.array([detection.landmark_box(box, calibration) for box in detection_boxes])
+    truths = np.array(landmark_boxes)
+    overlaps = np.array([iou(box, truth) for box, truth in zip(calibrated, truths)])
+    centre_error = (np.hypot(*((calibrated[:, :2] + calibrated[:, 2:]) - (truths[:, :2] + truths[:, 2:])).T / 2)
+                    / np.sqrt(np.prod(truths[:, 2:] - truths[:, :2], axis=1)))
+    residual = detection.fit_landmark_box_calibration(calibrated, truths)
+    return {
+        "calibration": None if calibration is None else list(calibration),
+        "faces": len(truths),
+        "iou_median": float(np.median(overlaps)), "iou_mean": float(np.mean(overlaps)),
+        "centre_error_median": float(np.median(centre_error)), "centre_error_mean": float(np.mean(centre_error)),
+        "residual_calibration": dict(zip(CALIBRATION_KEYS, residual)),
+    }
 
 
 DETECTOR_FACTORIES = {
@@ -191,6 +235,83 @@ def crop_statistics(root):
         low, median, high = np.percentile(ratio, [25, 50, 75])
         print(f"{name:<12}{keep.sum():>7}{median:>17.3f}{f'{low:.2f}-{high:.2f}':>13}"
               f"{np.median(offset[:, 0]):>10.3f}{np.median(offset[:, 1]):>10.3f}")
+
+
+def training_samples(root, set_name, count, seed):
+    """A fixed random subset of training faces, with the 3DDFA_V2 teacher's 68 points.
+
+    ``"mtfl_train"``: MTFL's training crops, less the rows whose human points
+    lie off the face (:func:`fpezoo.data.readers.find_off_face_rows`: the
+    teachers found the face elsewhere there). ``"aflw_crops"``: the AFLW
+    training crops.
+
+    Yields:
+        ``(image path, (68, 2) points)``.
+    """
+    from fpezoo.data import readers
+
+    if set_name == "mtfl_train":
+        list_file = root / "mtfl" / "train.txt"
+        human = readers.read_mtfl(list_file)
+        off_face = {human[i].image for i in readers.find_off_face_rows(human).all}
+        records = [record for record in readers.read_mtfl(
+            list_file, teacher=readers.teacher_file(root / "mtfl", "3ddfa_v2", "mtfl")) if record.image not in off_face]
+    elif set_name == "aflw_crops":
+        records = readers.read_aflw_crops(root / "aflw-crops", teacher="3ddfa_v2")
+    else:
+        raise ValueError(f"`set_name` must be one of {TRAINING_SETS}. Received: set_name={set_name!r}")
+    if not 0 < count <= len(records):
+        raise ValueError(f"{set_name} has {len(records)} usable faces. Received: count={count}")
+    for i in np.sort(np.random.default_rng(seed).choice(len(records), count, replace=False)):
+        yield records[i].image, records[i].keypoints
+
+
+def fit_calibration(detector, samples, side):
+    """Matched (detection box, landmark box) pairs of ``samples``, and the number of faces.
+
+    Each image is first resized (bicubic) to ``side`` pixels a side (0: as it
+    is); the detection boxes are mapped back to its own pixels.
+    """
+    import cv2
+
+    faces, matched = 0, []
+    for path, points68 in samples:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        scale = np.ones(2) if not side else np.array([side / image.shape[1], side / image.shape[0]])
+        if side:
+            image = cv2.resize(image, (side, side), interpolation=cv2.INTER_CUBIC)
+        truth = landmark_box(points68)
+        found = [d._replace(box=tuple(np.asarray(d.box) / np.tile(scale, 2))) for d in detector.detect(image)]
+        match = matching_detection(found, truth)
+        faces += 1
+        if match is not None:
+            matched.append((match.box, truth))
+    return faces, matched
+
+
+def fit_calibrations(root, names, count, seed, side):
+    """Fits each detector's landmark_box_calibration on ``count`` faces of each training set."""
+    results = {"sets": TRAINING_SETS, "teacher": "3ddfa_v2", "count": count, "seed": seed, "side": side,
+               "iou_threshold": IOU_THRESHOLD, "detectors": {}}
+    for name in names:
+        detector = DETECTOR_FACTORIES[name]()
+        pairs, sets = [], {}
+        for set_name in TRAINING_SETS:
+            faces, matched = fit_calibration(detector, training_samples(root, set_name, count, seed), side)
+            pairs += matched
+            sets[set_name] = {"faces": faces, "matched": len(matched), "calibration": dict(zip(
+                CALIBRATION_KEYS, detection.fit_landmark_box_calibration(*zip(*matched))))}
+        calibration = detection.fit_landmark_box_calibration(*zip(*pairs))
+        results["detectors"][name] = {
+            "detector": repr(detector), "faces": sum(s["faces"] for s in sets.values()), "matched": len(pairs),
+            "calibration": dict(zip(CALIBRATION_KEYS, calibration)), "sets": sets,
+        }
+        print(f"{name}: {len(pairs)} of {results['detectors'][name]['faces']} faces matched; "
+              f"landmark_box_calibration = ({', '.join(f'{v:.3f}' for v in calibration)})")
+        for set_name, fitted in sets.items():
+            print(f"  {set_name}: {fitted['matched']} of {fitted['faces']}: "
+                  f"({', '.join(f'{v:.3f}' for v in fitted['calibration'].values())})")
+    return results
 
 
 def turn_scores(root, count):
@@ -261,6 +382,11 @@ def main():
                         help="print the training crops' geometry instead")
     parser.add_argument("--turn-scores", action="store_true",
                         help="print BlazeFace's scores of upright and turned faces instead")
+    parser.add_argument("--fit-calibration", action="store_true",
+                        help="fit the detectors' landmark_box_calibration on --count faces of each training set "
+                             "instead, and write them to --output")
+    parser.add_argument("--fit-side", type=int, default=FIT_SIDE,
+                        help="with --fit-calibration, training crops are resized to this side first (0: as they are)")
     parser.add_argument("--end-to-end", metavar="MODEL", default=None,
                         help="registered weights name or .keras file: also measure end-to-end NME and speed")
     args = parser.parse_args()
@@ -270,6 +396,11 @@ def main():
         return
     if args.turn_scores:
         turn_scores(root, args.count)
+        return
+    if args.fit_calibration:
+        results = fit_calibrations(root, args.detectors, args.count, args.seed, args.fit_side)
+        pathlib.Path(args.output).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.output}")
         return
     results = {"iou_threshold": IOU_THRESHOLD, "max_size_ratio": MAX_SIZE_RATIO, "count": args.count, "seed": args.seed, "detectors": {}}
     for name in args.detectors:

@@ -86,6 +86,24 @@ def test_landmark_box_calibration():
     np.testing.assert_allclose(detection.landmark_box(box, (0.1, 0.2, 2.0, 0.5)), (60, 190, 260, 290))
 
 
+def test_fit_landmark_box_calibration_recovers_the_calibration_despite_bad_matches():
+    # The worked example above, fitted back: offsets in box widths / heights, sizes as ratios.
+    fitted = detection.fit_landmark_box_calibration([(100, 100, 200, 300)], [(60, 190, 260, 290)])
+    assert isinstance(fitted, tuple)
+    np.testing.assert_allclose(fitted, (0.1, 0.2, 2.0, 0.5))
+    rng = np.random.default_rng(0)
+    calibration = (0.02, 0.07, 0.93, 0.88)
+    corners = rng.uniform(0, 400, (41, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(30, 300, (41, 2))], axis=1)  # not square
+    truths = np.array([detection.landmark_box(box, calibration) for box in boxes])
+    truths[:8] = truths[:8] * rng.uniform(0.3, 3.0, (8, 4))  # faces matched badly: the medians hold
+    np.testing.assert_allclose(detection.fit_landmark_box_calibration(boxes, truths), calibration, atol=1e-9)
+    with pytest.raises(ValueError, match=r"Received: detection_boxes.shape=\(2, 4\), landmark_boxes.shape=\(3, 4\)"):
+        detection.fit_landmark_box_calibration(boxes[:2], truths[:3])
+    with pytest.raises(ValueError, match=r"Received: detection_boxes=\[\[5.0, 0.0, 5.0, 9.0\]\]"):
+        detection.fit_landmark_box_calibration([(5, 0, 5, 9)], [(0, 0, 1, 1)])
+
+
 def test_detectors_reject_non_rgb_input():
     with pytest.raises(ValueError, match="Received: image.shape=\\(10, 10\\)"):
         detection.LBPCascadeDetector().detect(np.zeros((10, 10), np.uint8))
