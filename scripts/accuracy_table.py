@@ -58,6 +58,8 @@ def protocol(results):
     rotation = crop.get("rotation")
     if rotation:  # fpezoo evaluate --rotation: images turned about the face
         flip += f", images turned by a random angle in +-{rotation['max_deg']:g}° (seed {rotation['seed']})"
+    if crop.get("upright_pass"):  # fpezoo evaluate --upright-pass: the predictor's second, upright crop
+        flip += ", upright pass"
     limit = f", first {results['limit']} faces" if results.get("limit") else ""
     if results["benchmark"] == "aflw2000-3d":
         text = (f"3DDFA: {results['faces']} faces, crop {crop['enlarge']:.3g} x the fitted "
