@@ -377,7 +377,8 @@ def cached_litert_file(name):
         name: a registered weights name (optionally pinned, ``NAME@sha256:...``).
 
     Returns:
-        The ``.tflite`` path.
+        The ``.tflite`` path; the model's bytes when the cache folder cannot
+        be written (with a warning).
 
     Raises:
         ValueError: the weights file does not match its registered sha256.
@@ -413,9 +414,7 @@ def cached_litert_file(name):
     except OSError as error:  # no writable cache: export for this process only
         warnings.warn(f"Cannot write the LiteRT cache {path.parent} ({error}); exporting for this run only.",
                       stacklevel=2)
-        staged = pathlib.Path(tempfile.mkdtemp(prefix="fpezoo_litert_")) / path.name
-        export_litert_file(model, staged, entry=entry, source_name=name, input_size=input_size)
-        return staged
+        return _litert_export(model, input_size, entry=entry, source_name=name)
     try:
         export_litert_file(model, staged, entry=entry, source_name=name, input_size=input_size)
         os.replace(staged, path)  # atomic: a concurrent reader sees the old file or the whole new one
@@ -424,13 +423,13 @@ def cached_litert_file(name):
     return path
 
 
-def _litert_export(model, input_size):
-    """The LiteRT flatbuffer of a Keras model (exported into a temporary folder)."""
+def _litert_export(model, input_size, entry=None, source_name=None):
+    """The LiteRT flatbuffer of a Keras model, with its metadata (exported into a temporary folder)."""
     from fpezoo.deploy.export import export_litert_file
 
     with tempfile.TemporaryDirectory(prefix="fpezoo_litert_") as folder:
         path = pathlib.Path(folder) / "model.tflite"
-        export_litert_file(model, path, input_size=input_size)
+        export_litert_file(model, path, entry=entry, source_name=source_name, input_size=input_size)
         return path.read_bytes()
 
 

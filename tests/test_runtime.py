@@ -119,6 +119,14 @@ def test_litert_cache_is_written_once_per_weights_and_read_without_tensorflow(tm
 
     path.write_bytes(b"not a model")
     assert read_metadata(runtime.cached_litert_file("fpenet68_w32"))["weights_sha256"] == digest
+    # A cache folder that cannot be written: the export lives in memory for this run.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("FPEZOO_CACHE", str(blocker))
+    with pytest.warns(UserWarning, match="Cannot write the LiteRT cache"):
+        in_memory = runtime.cached_litert_file("fpenet68_w32")
+    assert read_metadata(in_memory)["weights_sha256"] == digest
+    assert runtime.LiteRTRunner(in_memory).spec.input_size == (80, 80)
 
 
 @pytest.mark.slow
