@@ -27,6 +27,9 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+# The colour orders of images and model inputs, named the same everywhere.
+COLORS = ("grayscale", "rgb", "bgr")
+
 # Pillow refuses images above ~179 Mpixel as decompression bombs; the predictor
 # accepts up to this many pixels (a 20000x20000 photo: 400 Mpixel, 1.2 GB RGB).
 DEFAULT_MAX_PIXELS = 500_000_000

@@ -21,8 +21,8 @@ import keras
 from keras import ops
 
 from fpezoo.coordinates import rescale_points
+from fpezoo.imageio import COLORS
 
-COLORS = ("grayscale", "rgb", "bgr")
 COLOR_CHANNELS = {"grayscale": 1, "rgb": 3, "bgr": 3}
 # ITU-R BT.601 luma, as OpenCV's COLOR_RGB2GRAY (the data pipeline uses OpenCV).
 LUMA_WEIGHTS_RGB = (0.299, 0.587, 0.114)

@@ -46,6 +46,7 @@ from fpezoo.coordinates import (
     warp,
     warp_block_size,
 )
+from fpezoo.imageio import COLORS
 
 # Side of the square crop around a face's landmark box, in multiples of the
 # box's longer side, for models that record none: the training crops of AFLW
@@ -54,7 +55,6 @@ from fpezoo.coordinates import (
 # looser, 2.21). Measured by ``python benchmarks/detection.py --crop-statistics``.
 DEFAULT_ENLARGE = 1.46
 BACKENDS = ("auto", "keras", "litert")
-INPUT_COLORS = ("grayscale", "rgb", "bgr")
 EXPORTED_SUFFIXES = (".onnx", ".tflite")
 # Files that hold a Keras model or its weights (with a builder, or the OpenVINO IR).
 KERAS_SOURCE_SUFFIXES = (".keras", ".weights.h5", ".xml")
@@ -273,9 +273,9 @@ def keras_model_spec(model, input_color=None, entry=None, name=None):
             input_color = "grayscale"
         else:
             input_color = preprocessing[0].input_color if preprocessing else "rgb"
-    if input_color not in INPUT_COLORS or (input_color == "grayscale") != (channels == 1):
+    if input_color not in COLORS or (input_color == "grayscale") != (channels == 1):
         raise ValueError(
-            f"`input_color` must be one of {INPUT_COLORS} and match the model's {channels} "
+            f"`input_color` must be one of {COLORS} and match the model's {channels} "
             f"input channel(s). Received: input_color={input_color!r}"
         )
     entry = entry or {}

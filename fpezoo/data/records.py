@@ -14,9 +14,8 @@ import types
 import cv2
 import numpy as np
 
-from fpezoo.imageio import ImageReadError
+from fpezoo.imageio import COLORS, ImageReadError
 
-COLORS = ("grayscale", "rgb", "bgr")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

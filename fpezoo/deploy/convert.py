@@ -62,7 +62,7 @@ from fpezoo.deploy.export import (
     export_signature,
     model_input_color,
 )
-from fpezoo.deploy.metadata import INPUT_COLORS
+from fpezoo.imageio import COLORS
 from fpezoo.runtime import DEFAULT_ENLARGE, load_keras_model, registered_enlarge, registered_entry
 
 TARGETS = ("savedmodel", "onnx", "litert", "tensorrt", "tftrt", "triton")
@@ -337,7 +337,7 @@ class CalibrationImages:
         self.image_size = size_pair(image_size)
         if channels not in (1, 3):
             raise ValueError(f"Calibration crops have 1 or 3 channels. Received: channels={channels!r}")
-        _check_choice(color, INPUT_COLORS, "input_color")
+        _check_choice(color, COLORS, "input_color")
         if (color == "grayscale") != (channels == 1):
             raise ValueError(
                 f"{channels} channel(s) cannot hold {color!r} crops. Received: input_color={color!r}"
@@ -467,7 +467,7 @@ def configure_parser(parser):
     parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
                         help="largest batch of a dynamic TensorRT engine / Triton model")
     parser.add_argument("--input-size", help="HxW crop size, for models that accept any size")
-    parser.add_argument("--input-color", choices=INPUT_COLORS,
+    parser.add_argument("--input-color", choices=COLORS,
                         help="channel layout of the crops (default: from the model)")
     parser.add_argument("--builder", help="fpezoo builder for a .weights.h5 source, e.g. FPENet")
     parser.add_argument("--builder-config", default="{}",

@@ -32,10 +32,11 @@ import os
 import pathlib
 from typing import Optional
 
+from fpezoo.imageio import COLORS
+
 METADATA_KEY = "fpezoo"
 FIELDS = ("scheme", "enlarge", "input_size", "input_color", "weights_sha256", "source", "fpezoo_version")
 EXPORT_SUFFIXES = (".onnx", ".tflite")
-INPUT_COLORS = ("grayscale", "rgb", "bgr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,9 +185,9 @@ def exported_model_info(model_file, input_shape, input_color=None):
     else:
         size = tuple(dims[:2])
     color = input_color or metadata.get("input_color") or ("grayscale" if dims[2] == 1 else "rgb")
-    if color not in INPUT_COLORS or (color == "grayscale") != (dims[2] == 1):
+    if color not in COLORS or (color == "grayscale") != (dims[2] == 1):
         raise ValueError(
-            f"`input_color` must be one of {INPUT_COLORS} and fit the model's {dims[2]} input "
+            f"`input_color` must be one of {COLORS} and fit the model's {dims[2]} input "
             f"channel(s). Received: input_color={color!r}, model_file={name!r}"
         )
     enlarge = metadata.get("enlarge")
