@@ -25,6 +25,13 @@ teacher's 68 points, each crop resized to ``--fit-side`` pixels a side
 first; the detection matched to a face is the one overlapping its landmark box
 most, at IoU >= 0.3. Never fit on AFLW2000-3D: it is the benchmark.
 
+``--fit-roll`` fits instead BlazeFace's roll gain, the fifth number of its
+``landmark_box_calibration`` (:func:`fpezoo.detection.fit_landmark_box_roll_gain`):
+the same training faces, each turned in-plane every ``--roll-step`` degrees
+in [-45, 45] on a canvas that keeps the whole image, BlazeFace's calibrated
+boxes against the teacher points turned upright by the detector's roll
+(:func:`turned_faces`); it prints the per-turn medians.
+
 ``--crop-statistics`` prints instead how the training crops relate to their
 faces' 68 landmarks (teacher labels of the AFLW and MTFL crops): crop side over
 the landmark box's longer side and the centre offset, the ``enlarge`` default
@@ -49,6 +56,7 @@ Usage::
     python benchmarks/detection.py --crop-statistics
     python benchmarks/detection.py --turn-scores --count 200
     python benchmarks/detection.py --fit-calibration --count 2000 --output docs/benchmarks/detection_calibration.json
+    python benchmarks/detection.py --fit-roll --count 250 --output docs/benchmarks/detection_roll_calibration.json
     python benchmarks/detection.py --end-to-end <registered name or .keras> --count 300  # both
     python benchmarks/detection.py --detectors --end-to-end <registered name or .keras>  # end to end only
 
@@ -67,6 +75,7 @@ from PIL import Image
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from fpezoo import detection, evaluation  # noqa: E402
+from fpezoo.coordinates import roll_from_eyes  # noqa: E402
 
 IOU_THRESHOLD = 0.3
 MAX_SIZE_RATIO = 4.0
@@ -82,6 +91,8 @@ TRAINING_SETS = ("mtfl_train", "aflw_crops")
 # (dlib's 40 pixels at upsample 1, the LBP cascade's 24), whose boxes of faces
 # near that size are shaped differently.
 FIT_SIDE = 360
+# --fit-roll: the rolls of the turned faces are binned this wide.
+BIN_DEGREES = 5.0
 
 
 def data_dir():
@@ -314,6 +325,105 @@ def fit_calibrations(root, names, count, seed, side):
     return results
 
 
+def turned_faces(detector, samples, side, step):
+    """How ``detector``'s calibrated boxes fit faces turned in-plane: one row per matched face and turn.
+
+    Each image is resized (bicubic) to ``side`` pixels a side, centred on a
+    black square canvas whose side is its diagonal (so no turn cuts a corner
+    off, and the face is the same fraction of the canvas at every angle), and
+    turned about the canvas centre so the face rolls clockwise by each
+    multiple of ``step`` degrees in [-45, 45]: the rolls the detector sees,
+    since the predictor searches the quarter turns of each image (a face
+    turned by 135 degrees is found in the image turned by a quarter, at 45;
+    run directly on faces lying on their side or upside down, BlazeFace's
+    boxes are larger and its upside-down boxes off-centre). The detection overlapping the
+    turned points' box most (IoU >= ``IOU_THRESHOLD``) is mapped by
+    :func:`fpezoo.detection.landmark_box` with the detector's calibration
+    without a roll gain and the roll of its own points; the truth is the
+    box of the turned teacher points turned upright by that same roll (the
+    frame the predictor crops in).
+
+    Returns:
+        ``(M, 6)`` rows: turn, detector roll (degrees), width and height ratio
+        (truth over calibrated box), and the truth's centre offset from the
+        calibrated box's in the upright frame, in truth widths and heights.
+    """
+    import cv2
+
+    calibration = detector.landmark_box_calibration[:4]
+    canvas = int(np.ceil(side * np.sqrt(2)))
+    pad = (canvas - side) // 2
+    centre = np.full(2, (canvas - 1) / 2)
+    rows = []
+    for path, points68 in samples:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        scale = np.array([side / image.shape[1], side / image.shape[0]])
+        padded = np.zeros((canvas, canvas, 3), np.uint8)
+        padded[pad:pad + side, pad:pad + side] = cv2.resize(image, (side, side), interpolation=cv2.INTER_CUBIC)
+        points = (points68 + 0.5) * scale - 0.5 + pad  # pixel centres of the canvas
+        for turn in np.arange(-45.0, 45.0 + step / 2, step):
+            matrix = cv2.getRotationMatrix2D(tuple(centre), -turn, 1.0)  # cv2: positive turns counter-clockwise
+            turned = cv2.warpAffine(padded, matrix, (canvas, canvas), flags=cv2.INTER_LINEAR)
+            turned_points = points @ matrix[:, :2].T + matrix[:, 2]
+            match = matching_detection(detector.detect(turned), landmark_box(turned_points))
+            if match is None:
+                continue
+            mouth = match.points[list(detector.mouth_points)].mean(axis=0)
+            roll = float(roll_from_eyes(match.points[0], match.points[1], mouth))
+            box = np.array(detection.landmark_box(match.box, calibration, roll))
+            radians = np.radians(roll)
+            to_upright = np.array([[np.cos(radians), np.sin(radians)], [-np.sin(radians), np.cos(radians)]])
+            upright = landmark_box((turned_points - centre) @ to_upright.T)
+            truth_size = upright[2:] - upright[:2]
+            truth_centre = to_upright.T @ ((upright[:2] + upright[2:]) / 2) + centre
+            offset = to_upright @ (truth_centre - (box[:2] + box[2:]) / 2) / truth_size
+            rows.append((turn, roll, *(truth_size / (box[2:] - box[:2])), *offset))
+    return np.array(rows)
+
+
+def fit_roll(root, count, seed, side, step):
+    """Fits BlazeFace's roll gain on ``count`` faces of each training set turned every ``step`` degrees.
+
+    Per turn it also reports the median width, height and size ratios and the
+    centre offset left by the upright calibration (:func:`turned_faces`).
+    """
+    detector = DETECTOR_FACTORIES["blazeface"]()
+    rows = np.concatenate([turned_faces(detector, training_samples(root, set_name, count, seed), side, step)
+                           for set_name in TRAINING_SETS])
+    turn, roll, width_ratio, height_ratio, offset_x, offset_y = rows.T
+    size_ratio = np.sqrt(width_ratio * height_ratio)
+    gain, bins = detection.fit_landmark_box_roll_gain(roll, size_ratio, BIN_DEGREES)
+    per_turn = {}
+    for angle in np.unique(turn):
+        at = turn == angle
+        per_turn[float(angle)] = {
+            "matched": int(at.sum()), "roll_median": float(np.median(roll[at])),
+            "width_ratio": float(np.median(width_ratio[at])), "height_ratio": float(np.median(height_ratio[at])),
+            "size_ratio": float(np.median(size_ratio[at])),
+            "fitted_factor": detection.roll_size_factor(angle, gain),
+            "centre_offset_x": float(np.median(offset_x[at])), "centre_offset_y": float(np.median(offset_y[at])),
+        }
+    results = {
+        "sets": TRAINING_SETS, "teacher": "3ddfa_v2", "count": count, "seed": seed, "side": side, "step": step,
+        "detector": repr(detector), "calibration": list(detector.landmark_box_calibration[:4]),
+        "faces": 2 * count, "matched": len(rows), "roll_gain": gain,
+        "bin_degrees": BIN_DEGREES,
+        "roll_bins": {f"{centre:g}": {"matched": n, "size_ratio_over_bias": ratio,
+                                      "fitted_factor": detection.roll_size_factor(centre, gain)}
+                      for centre, (n, ratio) in bins.items()},
+        "turns": per_turn,
+    }
+    print(f"blazeface: {len(rows)} of {results['faces'] * len(per_turn)} turned faces matched; "
+          f"roll gain {gain:.3f} (size factor 1 + g sin(2 r) ** 2)")
+    print(f"{'turn':>6}{'matched':>8}{'roll':>8}{'width':>8}{'height':>8}{'size':>8}{'fitted':>8}"
+          f"{'dx':>8}{'dy':>8}")
+    for angle, r in per_turn.items():
+        print(f"{angle:>6.0f}{r['matched']:>8}{r['roll_median']:>8.1f}{r['width_ratio']:>8.3f}"
+              f"{r['height_ratio']:>8.3f}{r['size_ratio']:>8.3f}{r['fitted_factor']:>8.3f}"
+              f"{r['centre_offset_x']:>8.3f}{r['centre_offset_y']:>8.3f}")
+    return results
+
+
 def turn_scores(root, count):
     """BlazeFace's best score on each face upright and turned by 90, 180, 270 degrees."""
     from fpezoo.imageio import load_image
@@ -385,6 +495,10 @@ def main():
     parser.add_argument("--fit-calibration", action="store_true",
                         help="fit the detectors' landmark_box_calibration on --count faces of each training set "
                              "instead, and write them to --output")
+    parser.add_argument("--fit-roll", action="store_true",
+                        help="fit BlazeFace's roll gain on --count faces of each training set turned every "
+                             "--roll-step degrees instead, and write it to --output")
+    parser.add_argument("--roll-step", type=float, default=5.0, help="with --fit-roll, degrees between turns")
     parser.add_argument("--fit-side", type=int, default=FIT_SIDE,
                         help="with --fit-calibration, training crops are resized to this side first (0: as they are)")
     parser.add_argument("--end-to-end", metavar="MODEL", default=None,
@@ -396,6 +510,11 @@ def main():
         return
     if args.turn_scores:
         turn_scores(root, args.count)
+        return
+    if args.fit_roll:
+        results = fit_roll(root, args.count, args.seed, args.fit_side, args.roll_step)
+        pathlib.Path(args.output).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.output}")
         return
     if args.fit_calibration:
         results = fit_calibrations(root, args.detectors, args.count, args.seed, args.fit_side)

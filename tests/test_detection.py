@@ -1,5 +1,6 @@
 """Tests of fpezoo.detection: the detector interface, downscaling and real detectors."""
 
+import json
 import pathlib
 
 import numpy as np
@@ -11,6 +12,7 @@ from fpezoo import detection
 ASTRONAUT = pathlib.Path(detection.__file__).parent / "assets" / "astronaut.png"
 # Eileen Collins' face in astronaut.png (512x512): a generous box around it.
 ASTRONAUT_FACE_REGION = (140, 40, 320, 240)
+ROLL_CALIBRATION = pathlib.Path(__file__).parents[1] / "docs" / "benchmarks" / "detection_roll_calibration.json"
 
 
 class RecordingDetector:
@@ -102,6 +104,41 @@ def test_fit_landmark_box_calibration_recovers_the_calibration_despite_bad_match
         detection.fit_landmark_box_calibration(boxes[:2], truths[:3])
     with pytest.raises(ValueError, match=r"Received: detection_boxes=\[\[5.0, 0.0, 5.0, 9.0\]\]"):
         detection.fit_landmark_box_calibration([(5, 0, 5, 9)], [(0, 0, 1, 1)])
+
+
+def test_blazeface_roll_term_is_identity_at_quarter_turns_and_scales_as_fitted_at_45():
+    calibration = detection.BlazeFaceDetector.landmark_box_calibration
+    upright = calibration[:4]
+    box = (100.0, 100.0, 200.0, 300.0)
+    for roll in (0.0, 90.0, 180.0, 270.0, -90.0, -180.0):
+        assert detection.landmark_box(box, calibration, roll) == detection.landmark_box(box, upright, roll), roll
+    # At 45 degrees (and every odd multiple) 1 + g * sin(2 * roll) ** 2 = 1 + g: same centre, sides scaled.
+    gain = calibration[4]
+    for roll in (45.0, -45.0, 135.0):
+        scaled = np.array(detection.landmark_box(box, calibration, roll))
+        plain = np.array(detection.landmark_box(box, upright, roll))
+        np.testing.assert_allclose(scaled[:2] + scaled[2:], plain[:2] + plain[2:])
+        np.testing.assert_allclose(scaled[2:] - scaled[:2], (1 + gain) * (plain[2:] - plain[:2]))
+    # The constant is the one fitted on turned training faces (docs/benchmarks/detection_roll_calibration.json).
+    assert gain == pytest.approx(json.loads(ROLL_CALIBRATION.read_text())["roll_gain"], abs=5e-4)
+    with pytest.raises(ValueError, match=r"Received: calibration=\(0.0, 0.0, 1.0\)"):
+        detection.landmark_box(box, (0.0, 0.0, 1.0))
+
+
+def test_fit_landmark_box_roll_gain_recovers_the_gain_despite_bad_matches():
+    rng = np.random.default_rng(0)
+    rolls = rng.uniform(-180, 180, 2000)
+    # A common bias (1.05) is left to the upright calibration; 10 % of the faces are matched badly.
+    ratios = 1.05 * detection.roll_size_factor(rolls, 0.15) * np.exp(rng.normal(0, 0.01, rolls.size))
+    ratios[:200] *= rng.uniform(0.3, 3.0, 200)
+    gain, bins = detection.fit_landmark_box_roll_gain(rolls, ratios)
+    assert gain == pytest.approx(0.15, abs=0.01)
+    assert list(bins) == [float(c) for c in range(-45, 45, 5)]
+    assert bins[0.0][1] == pytest.approx(1.0, abs=0.01) and bins[-45.0][1] == pytest.approx(1.15, abs=0.01)
+    with pytest.raises(ValueError, match=r"Received: rolls between 0.0 and 1.0"):
+        detection.fit_landmark_box_roll_gain([0.0, 1.0], [1.0, 1.1])  # one bin
+    with pytest.raises(ValueError, match=r"Received: bin_degrees=7"):
+        detection.fit_landmark_box_roll_gain(rolls, ratios, bin_degrees=7)
 
 
 def test_detectors_reject_non_rgb_input():
