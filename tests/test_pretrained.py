@@ -16,7 +16,7 @@ from fpezoo import evaluation, weights
 PRETRAINED = {
     "fpenet68_w32": ("aflw2000-3d", 0.05),
     "fpenet68_w64": ("aflw2000-3d", 0.045),
-    "fan68_1x128": ("aflw2000-3d", 0.06),
+    "fan68_1x128": ("aflw2000-3d", 0.05),
     "fpenet80_w32": ("aflw2000-3d", 0.05),
 }
 NUM_FACES = 50
