@@ -156,10 +156,12 @@ WEIGHTS_FILE_SUFFIXES = (".weights.h5", ".xml", ".keras")
 
 # --------------------------------------------------------------------------- config
 def _merged(base, override):
-    """``base`` with ``override``'s keys: dicts merge key by key (``schedule`` is replaced whole)."""
+    """``base`` with ``override``'s keys: dicts merge key by key, except a dict that names its kind
+    (``"name"``: the schedule, loss, optimizer), which replaces the base's whole (its other keys
+    belong to that name)."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(merged.get(key), dict) and isinstance(value, dict) and key != "schedule":
+        if isinstance(merged.get(key), dict) and isinstance(value, dict) and "name" not in value:
             merged[key] = _merged(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
@@ -199,7 +201,8 @@ def load_config(path, _seen=()):
 
     A config may name a base config, ``"extends": "base.json"`` (relative to
     the config), and override its keys: dicts merge key by key, other values
-    (lists such as ``data.sources``, and ``schedule``) replace the base's.
+    (lists such as ``data.sources``, and dicts with a ``"name"``: ``schedule``,
+    ``loss``, ``optimizer``) replace the base's.
     Every path of a file (data ``path``, the ``image_root`` option and
     ``.npz`` options such as ``teacher``, a weights file, ``output_dir``) is
     relative to the file that names it, or starts with ``$FPEZOO_DATA/`` (the

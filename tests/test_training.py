@@ -117,16 +117,18 @@ def test_config_extends_a_base_and_resolves_paths_relative_to_each_file(tmp_path
                               "options": {"teacher": "3ddfa_v2"}}],
                  "augment": {"rotation": 30.0, "scale": 0.1}},
         "schedule": {"name": "cosine", "base_lr": 1e-3, "alpha": 0.01},
+        "loss": {"name": "wing", "config": {"width": 10.0}},
         "epochs": 5, "output_dir": "runs/base"}))
     (tmp_path / "stage.json").write_text(json.dumps({
         "extends": "base/base.json", "data": {"augment": {"rotation": 180.0}},
-        "schedule": {"name": "constant", "base_lr": 1e-4}, "output_dir": "runs/stage"}))
+        "schedule": {"name": "constant", "base_lr": 1e-4}, "loss": {"name": "l1"}, "output_dir": "runs/stage"}))
     config = training.resolve_config(tmp_path / "stage.json")
     assert config["data"]["sources"][0]["path"] == str(tmp_path / "base" / "labels" / "train.txt")
     assert config["data"]["sources"][1]["path"] == str(tmp_path / "data" / "aflw-crops")
     assert config["data"]["sources"][1]["options"] == {"teacher": "3ddfa_v2"}  # a name, not a path
     assert config["data"]["augment"] == {"rotation": 180.0, "scale": 0.1}  # dicts merge
-    assert config["schedule"] == {"name": "constant", "base_lr": 1e-4}  # the schedule is replaced
+    assert config["schedule"] == {"name": "constant", "base_lr": 1e-4}  # named dicts are replaced whole
+    assert config["loss"]["name"] == "l1" and config["loss"]["config"] == {}  # no wing width left over
     assert (config["epochs"], config["output_dir"]) == (5, str(tmp_path / "runs" / "stage"))
     (tmp_path / "loop.json").write_text(json.dumps({"extends": "loop.json"}))
     with pytest.raises(ValueError, match="extends itself"):
