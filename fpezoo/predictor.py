@@ -47,7 +47,7 @@ from fpezoo.detection import (
     overlap_groups,
 )
 from fpezoo.imageio import load_image
-from fpezoo.runtime import DEFAULT_ENLARGE, face_crop, landmark_roll, load_runner, predict_boxes, to_model_color
+from fpezoo.runtime import DEFAULT_ENLARGE, face_crop, landmark_roll, load_runner, predict_boxes
 from fpezoo.schemes import get_scheme
 
 # Quarter turns (``np.rot90``) of the image searched by ``rotations``, in order:
@@ -380,8 +380,7 @@ class LandmarkDetector:
             original-image to crop pixels.
         """
         enlarge = self.enlarge if enlarge is None else enlarge
-        crop, transform = face_crop(image_rgb, _check_box(box), self.input_size, enlarge, roll)
-        return to_model_color(crop, "rgb", self.input_color), transform
+        return face_crop(image_rgb, _check_box(box), self.input_size, enlarge, roll, "rgb", self.input_color)
 
     # -- internals -------------------------------------------------------------
 

@@ -597,7 +597,7 @@ def window_around(image, box, margin, align=1):
     return image[y0:y1, x0:x1], (x0, y0)  # a view: OpenCV reads it in place
 
 
-def face_crop(image, box, input_size, enlarge, roll=0.0):
+def face_crop(image, box, input_size, enlarge, roll=0.0, image_color="rgb", input_color=None):
     """The model-input crop of a face box and its image -> crop transform.
 
     The crop is the square of side ``enlarge`` times the box's longer side,
@@ -605,6 +605,9 @@ def face_crop(image, box, input_size, enlarge, roll=0.0):
     of the training crops), turned by ``-roll`` about the box centre so the face
     comes out upright. Only a window around the box is warped, so huge images
     are never copied whole; the returned transform maps original-image pixels.
+    With ``input_color``, the window is first turned into the model's colour
+    order, as the training pipeline loads images in it before warping (and a
+    grayscale model warps one channel instead of three).
 
     Args:
         image: ``(H, W)`` or ``(H, W, C)`` array.
@@ -615,10 +618,13 @@ def face_crop(image, box, input_size, enlarge, roll=0.0):
         enlarge: crop side over the box's longer side.
         roll: the face's in-plane rotation in degrees
             (:func:`fpezoo.coordinates.roll_from_eyes`).
+        image_color: colour order of ``image``.
+        input_color: the model's colour order, or None to keep the image's.
 
     Returns:
-        ``(crop, transform)``: the crop (the image's dtype and channels) and
-        the 2x3 affine matrix from original-image to crop pixels.
+        ``(crop, transform)``: the crop (float32 0-255 ``(h, w, channels)`` in
+        ``input_color``; without it, the image's dtype and channels) and the
+        2x3 affine matrix from original-image to crop pixels.
     """
     transform = crop_transform(box, input_size, enlarge=enlarge)
     if roll:
@@ -629,31 +635,36 @@ def face_crop(image, box, input_size, enlarge, roll=0.0):
     # In window pixels: crop = A @ (p + origin) + t, so the translation becomes t + A @ origin.
     local = transform.copy()
     local[:, 2] += transform[:, :2] @ np.asarray(origin, dtype="float64")
-    return warp(window, local, input_size), transform
+    if input_color is None:
+        return warp(window, local, input_size), transform
+    crop = warp(convert_color(window, image_color, input_color), local, input_size)
+    return crop.astype("float32").reshape(crop.shape[:2] + (-1,)), transform
 
 
-def to_model_color(crop, image_color, input_color):
-    """A crop in the model's colour order, float32 0-255 ``(h, w, channels)``.
+def convert_color(image, image_color, input_color):
+    """An image in another colour order, same dtype, ``(h, w, channels)``.
 
     Args:
-        crop: ``(h, w)``, ``(h, w, 1)`` or ``(h, w, 3)`` array in ``image_color``.
+        image: ``(h, w)``, ``(h, w, 1)`` or ``(h, w, 3)`` array in ``image_color``.
         image_color: ``"rgb"``, ``"bgr"`` or ``"grayscale"``.
-        input_color: the model's colour order.
+        input_color: the colour order wanted.
+
+    Raises:
+        ValueError: a grayscale image for a colour model.
     """
-    crop = np.asarray(crop, dtype="float32")
     if image_color == input_color:
-        return crop.reshape(crop.shape[:2] + (-1,))
+        return image.reshape(image.shape[:2] + (-1,))
     if input_color == "grayscale":
         import cv2
 
         code = cv2.COLOR_RGB2GRAY if image_color == "rgb" else cv2.COLOR_BGR2GRAY
-        return cv2.cvtColor(crop, code)[..., None]
+        return cv2.cvtColor(np.ascontiguousarray(image), code)[..., None]
     if image_color == "grayscale":
         raise ValueError(
             f"A grayscale image cannot feed a {input_color} model: load the image in colour. "
             f"Received: image_color={image_color!r}, input_color={input_color!r}"
         )
-    return np.ascontiguousarray(crop[..., ::-1])  # rgb <-> bgr
+    return np.ascontiguousarray(image[..., ::-1])  # rgb <-> bgr
 
 
 def run_batches(runner, crops, batch_size=16, flip_test=False):
@@ -794,8 +805,9 @@ def predict_boxes(runner, images, boxes, rolls=None, enlarge=None, image_color="
     def crop_and_run(faces, face_rolls, face_enlarges):
         crops, transforms = [], []
         for (index, box), roll, face_enlarge in zip(faces, face_rolls, face_enlarges):
-            crop, transform = face_crop(images[index], box, runner.spec.input_size, face_enlarge, roll)
-            crops.append(to_model_color(crop, image_color, runner.spec.input_color))
+            crop, transform = face_crop(images[index], box, runner.spec.input_size, face_enlarge, roll,
+                                        image_color, runner.spec.input_color)
+            crops.append(crop)
             transforms.append(transform)
         keypoints, confidence = run_batches(runner, crops, batch_size, flip_test)
         return [CropPrediction(invert_points(points, transform), scores, roll, transform)
