@@ -286,8 +286,9 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False, pr
             crop missed (see :func:`fpezoo.runtime.predict_boxes`).
 
     Returns:
-        ``(keypoints (N, K, 2), confidence (N, K))``, float64 / float32; a
-        face the model fails on has non-finite keypoints.
+        ``(keypoints (N, K, 2), confidence (N, K), model_runs (N,))``, float64
+        / float32 / int: a face the model fails on has non-finite keypoints;
+        ``model_runs`` is 2 for the faces the upright pass ran again.
     """
     from tqdm import tqdm
 
@@ -298,7 +299,7 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False, pr
     rotation = check_rotation(rotation)
     rng = np.random.default_rng(seed)
     angles = np.random.default_rng([seed, 1]).uniform(-1.0, 1.0, len(records)) * (rotation or 0.0)
-    keypoints, confidence = [], []
+    keypoints, confidence, model_runs = [], [], []
     starts = range(0, len(records), batch_size)
     for start in tqdm(starts, desc=description, unit="batch", disable=not progress, file=sys.stderr):
         images, boxes, enlarges, turns = [], [], [], []
@@ -321,7 +322,8 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False, pr
             # back into the upright image
             keypoints.append(prediction.keypoints if turn is None else invert_points(prediction.keypoints, turn))
             confidence.append(prediction.confidence)
-    return np.stack(keypoints).astype("float64"), np.stack(confidence).astype("float32")
+            model_runs.append(prediction.model_runs)
+    return np.stack(keypoints).astype("float64"), np.stack(confidence).astype("float32"), np.array(model_runs)
 
 
 def to_scheme(keypoints, source, target):
@@ -448,7 +450,7 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
                  **({"box_jitter": {"shift": box_jitter[0], "zoom": box_jitter[1], "seed": seed}}
                     if box_jitter is not None else {}),
                  **({"rotation": {"max_deg": rotation, "seed": seed}} if rotation is not None else {}),
-                 **({"upright_pass": True} if upright_pass else {}),
+                 **({"upright_pass": {"faces_run_twice": options.get("faces_run_twice", 0)}} if upright_pass else {}),
                  **({"validation_split": list(validation_split)} if validation_split is not None else {})},
         "limit": limit,
         "seconds": round(time.time() - started, 1),
@@ -467,10 +469,14 @@ def _limited(records, limit):
 
 
 def _predict(runner, records, options, description):
-    """:func:`predict_records` with :func:`evaluate`'s options; the keypoints only."""
-    predicted, _ = predict_records(
+    """:func:`predict_records` with :func:`evaluate`'s options; the keypoints only.
+
+    The faces the upright pass ran again are counted in ``options["faces_run_twice"]``.
+    """
+    predicted, _, model_runs = predict_records(
         runner, records, options["enlarge"], options["batch_size"], options["flip_test"], options["progress"],
         description, options["box_jitter"], options["seed"], options["rotation"], options["upright_pass"])
+    options["faces_run_twice"] = options.get("faces_run_twice", 0) + int((model_runs > 1).sum())
     return predicted
 
 

@@ -759,12 +759,15 @@ class CropPrediction:
         confidence: ``(K,)`` float32.
         roll: degrees the crop that gave them was turned by.
         transform: its 2x3 image -> crop matrix.
+        model_runs: crops of this face run through the model: 2 when the
+            upright pass ran (whichever result was kept), else 1.
     """
 
     keypoints: np.ndarray
     confidence: np.ndarray
     roll: float
     transform: np.ndarray
+    model_runs: int = 1
 
 
 def predict_boxes(runner, images, boxes, rolls=None, enlarge=None, image_color="rgb", batch_size=16,
@@ -825,6 +828,6 @@ def predict_boxes(runner, images, boxes, rolls=None, enlarge=None, image_color="
     second = crop_and_run([(boxes[i][0], upright_landmark_box(predictions[i].keypoints, found[i])) for i in again],
                           [float(found[i]) for i in again], [enlarges[i] for i in again])
     for i, prediction in zip(again, second):
-        if prediction.confidence.mean() >= predictions[i].confidence.mean():
-            predictions[i] = prediction
+        kept = prediction if prediction.confidence.mean() >= predictions[i].confidence.mean() else predictions[i]
+        predictions[i] = dataclasses.replace(kept, model_runs=2)
     return predictions

@@ -290,7 +290,7 @@ def model_labelled(records, model, flip_test=False, progress=True):
         )
     runner.spec = dataclasses.replace(runner.spec, scheme="ibug68")
     enlarge = runner.spec.enlarge if runner.spec.enlarge is not None else RECIPE_ENLARGE
-    predicted, _ = evaluation.predict_records(runner, records, enlarge, flip_test=flip_test,
+    predicted, _, _ = evaluation.predict_records(runner, records, enlarge, flip_test=flip_test,
                                               progress=progress, description="teacher")
     finite = np.isfinite(predicted).all(axis=(1, 2))
     labelled = [dataclasses.replace(record, keypoints=points.astype("float32"),

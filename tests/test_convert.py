@@ -332,7 +332,7 @@ def test_litert_int8_and_fp16_nme_change_on_mtfl(shared_data, tmp_path):
     labels = np.stack([record.keypoints for record in records])
 
     def mean_nme(runner):
-        predicted, _ = evaluation.predict_records(runner, records, enlarge=1.0, progress=False)
+        predicted, _, _ = evaluation.predict_records(runner, records, enlarge=1.0, progress=False)
         return metrics.nme(predicted, labels, normalization="eye_centres", scheme="five_point").mean()
 
     reference = mean_nme(keras_runner)
