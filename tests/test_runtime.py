@@ -63,7 +63,7 @@ def test_upright_pass_recrops_faces_whose_landmarks_are_turned(monkeypatch):
     assert single.roll == 0.0 and crops == [0.0]
     (second,) = runtime.predict_boxes(finder, [image], [(0, (30.0, 30.0, 70.0, 70.0))], upright_pass=True)
     assert crops[1:] == [0.0, pytest.approx(120.0)]  # run upright, then turned by the landmarks' roll
-    assert second.roll == pytest.approx(120.0)
+    assert second.roll == pytest.approx(120.0) and (single.model_runs, second.model_runs) == (1, 2)
     np.testing.assert_allclose(second.keypoints, turned, atol=1e-6)
     assert runtime.landmark_roll(turned, "five_point") == pytest.approx(120.0)
     # A face whose landmarks agree with its crop is run once.
