@@ -140,7 +140,8 @@ class LandmarkDetector:
             TensorFlow), other models are exported anew. ``"auto"`` (default):
             ``"litert"`` for registered weights when ``ai-edge-litert`` is
             installed, else ``"keras"``. Exported files run on their own
-            runtime (ONNX Runtime or LiteRT) whatever the backend. Measured by
+            runtime (ONNX Runtime or LiteRT; ``"keras"`` is refused for them).
+            Measured by
             ``fpezoo benchmark`` (``docs/benchmarks/inference_speed.json``, batch
             1, one core): LiteRT is the fastest backend for the 5-point model
             (0.37 ms vs Keras 3.4 ms) and twice as fast as Keras for
