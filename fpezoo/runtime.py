@@ -758,7 +758,6 @@ class CropPrediction:
         keypoints: ``(K, 2)`` float64.
         confidence: ``(K,)`` float32.
         roll: degrees the crop that gave them was turned by.
-        transform: its 2x3 image -> crop matrix.
         model_runs: crops of this face run through the model: 2 when the
             upright pass ran (whichever result was kept), else 1.
     """
@@ -766,7 +765,6 @@ class CropPrediction:
     keypoints: np.ndarray
     confidence: np.ndarray
     roll: float
-    transform: np.ndarray
     model_runs: int = 1
 
 
@@ -813,7 +811,7 @@ def predict_boxes(runner, images, boxes, rolls=None, enlarge=None, image_color="
             crops.append(crop)
             transforms.append(transform)
         keypoints, confidence = run_batches(runner, crops, batch_size, flip_test)
-        return [CropPrediction(invert_points(points, transform), scores, roll, transform)
+        return [CropPrediction(invert_points(points, transform), scores, roll)
                 for points, scores, roll, transform in zip(keypoints, confidence, face_rolls, transforms)]
 
     predictions = crop_and_run(boxes, rolls, enlarges)
