@@ -46,6 +46,7 @@ from fpezoo.coordinates import (
     warp,
     warp_block_size,
 )
+from fpezoo.data.records import convert_color, landmark_box
 from fpezoo.imageio import COLORS
 
 # Side of the square crop around a face's landmark box, in multiples of the
@@ -255,24 +256,16 @@ def keras_model_spec(model, input_color=None, entry=None, name=None):
         ValueError: the crop size cannot be known, or the colour does not match
             the model's input channels.
     """
-    from fpezoo.layers import FacePreprocessing
+    from fpezoo.deploy.export import model_crop_size, model_input_color
 
-    shape = tuple(model.inputs[0].shape[1:])
-    preprocessing = [layer for layer in model.layers if isinstance(layer, FacePreprocessing)]
-    size = shape[:2]
-    if None in size:
-        if not preprocessing:
-            raise ValueError(
-                "The model's input has no fixed size and no FacePreprocessing layer to say which "
-                f"size to crop faces to. Received: input_shape={shape}"
-            )
-        size = preprocessing[0].output_size
-    channels = shape[2]
-    if input_color is None:
-        if channels == 1:
-            input_color = "grayscale"
-        else:
-            input_color = preprocessing[0].input_color if preprocessing else "rgb"
+    size = model_crop_size(model)
+    if size is None:
+        raise ValueError(
+            "The model's input has no fixed size and no FacePreprocessing layer to say which "
+            f"size to crop faces to. Received: input_shape={tuple(model.inputs[0].shape[1:])}"
+        )
+    channels = model.inputs[0].shape[-1]
+    input_color = input_color or model_input_color(model)
     if input_color not in COLORS or (input_color == "grayscale") != (channels == 1):
         raise ValueError(
             f"`input_color` must be one of {COLORS} and match the model's {channels} "
@@ -514,7 +507,7 @@ class LiteRTRunner:
 
     The interpreter's input is resized to each batch shape (exports have a
     dynamic batch), and the outputs are found by shape, as
-    :func:`fpezoo.deploy.convert.export_litert` writes them: keypoints
+    :func:`fpezoo.deploy.export.export_litert` writes them: keypoints
     ``(N, K, 2 or 3)`` and confidence ``(N, K)``.
 
     Args:
@@ -619,7 +612,8 @@ def face_crop(image, box, input_size, enlarge, roll=0.0, image_color="rgb", inpu
         roll: the face's in-plane rotation in degrees
             (:func:`fpezoo.coordinates.roll_from_eyes`).
         image_color: colour order of ``image``.
-        input_color: the model's colour order, or None to keep the image's.
+        input_color: the model's colour order (:func:`fpezoo.data.records.convert_color`),
+            or None to keep the image's.
 
     Returns:
         ``(crop, transform)``: the crop (float32 0-255 ``(h, w, channels)`` in
@@ -639,32 +633,6 @@ def face_crop(image, box, input_size, enlarge, roll=0.0, image_color="rgb", inpu
         return warp(window, local, input_size), transform
     crop = warp(convert_color(window, image_color, input_color), local, input_size)
     return crop.astype("float32").reshape(crop.shape[:2] + (-1,)), transform
-
-
-def convert_color(image, image_color, input_color):
-    """An image in another colour order, same dtype, ``(h, w, channels)``.
-
-    Args:
-        image: ``(h, w)``, ``(h, w, 1)`` or ``(h, w, 3)`` array in ``image_color``.
-        image_color: ``"rgb"``, ``"bgr"`` or ``"grayscale"``.
-        input_color: the colour order wanted.
-
-    Raises:
-        ValueError: a grayscale image for a colour model.
-    """
-    if image_color == input_color:
-        return image.reshape(image.shape[:2] + (-1,))
-    if input_color == "grayscale":
-        import cv2
-
-        code = cv2.COLOR_RGB2GRAY if image_color == "rgb" else cv2.COLOR_BGR2GRAY
-        return cv2.cvtColor(np.ascontiguousarray(image), code)[..., None]
-    if image_color == "grayscale":
-        raise ValueError(
-            f"A grayscale image cannot feed a {input_color} model: load the image in colour. "
-            f"Received: image_color={image_color!r}, input_color={input_color!r}"
-        )
-    return np.ascontiguousarray(image[..., ::-1])  # rgb <-> bgr
 
 
 def run_batches(runner, crops, batch_size=16, flip_test=False):
@@ -737,17 +705,16 @@ def landmark_roll(keypoints, scheme):
 def upright_landmark_box(keypoints, roll):
     """The box of landmarks seen upright: centred on them, sized as they are once turned by ``-roll``.
 
-    The box :func:`face_crop` takes with that ``roll``.
+    The box :func:`face_crop` takes with that ``roll``, in pixel-corner units
+    (the extent of the pixel-centre points, :func:`fpezoo.data.records.landmark_box`,
+    moved by half a pixel).
     """
     keypoints = np.asarray(keypoints, dtype="float64")
     centre = (keypoints.min(axis=0) + keypoints.max(axis=0)) / 2
-    upright = transform_points(keypoints, rotation_transform(-roll, centre))
-    low, high = upright.min(axis=0), upright.max(axis=0)
-    middle = transform_points((low + high) / 2, rotation_transform(roll, centre))
-    half = (high - low) / 2
-    # Pixel-centre points -> pixel-corner box.
-    return (middle[0] - half[0] + 0.5, middle[1] - half[1] + 0.5,
-            middle[0] + half[0] + 0.5, middle[1] + half[1] + 0.5)
+    x_min, y_min, x_max, y_max = landmark_box(transform_points(keypoints, rotation_transform(-roll, centre)))
+    middle = transform_points(((x_min + x_max) / 2, (y_min + y_max) / 2), rotation_transform(roll, centre)) + 0.5
+    half_w, half_h = (x_max - x_min) / 2, (y_max - y_min) / 2
+    return (middle[0] - half_w, middle[1] - half_h, middle[0] + half_w, middle[1] + half_h)
 
 
 @dataclasses.dataclass

@@ -100,6 +100,21 @@ def model_input_color(model):
     return "grayscale" if model.inputs[0].shape[-1] == 1 else "rgb"
 
 
+def model_crop_size(model):
+    """``(height, width)`` of the crops ``model`` takes, or None when nothing says.
+
+    Its input's size when fixed; else the output size of its
+    :class:`fpezoo.layers.FacePreprocessing` layer (which resizes any crop).
+    """
+    from fpezoo.layers import FacePreprocessing
+
+    size = tuple(model.inputs[0].shape[1:3])
+    if None not in size:
+        return size
+    preprocessing = [layer.output_size for layer in model.layers if isinstance(layer, FacePreprocessing)]
+    return tuple(preprocessing[0]) if preprocessing else None
+
+
 # --------------------------------------------------------------------------- exporters
 
 
@@ -278,12 +293,10 @@ def export_metadata(model, spec, entry=None, source_name=None, source_sha256=Non
         A dict with the keys of :data:`fpezoo.deploy.metadata.FIELDS`.
     """
     import fpezoo
-    from fpezoo.layers import FacePreprocessing
 
     size = tuple(spec.shape[1:3])
     if None in size:
-        preprocessing = [layer.output_size for layer in model.layers if isinstance(layer, FacePreprocessing)]
-        size = preprocessing[0] if preprocessing else None
+        size = model_crop_size(model)
     entry = entry or {}
     return {
         "scheme": entry.get("scheme"),
