@@ -42,6 +42,18 @@ points (``teacher_mediapipe_train.npz``) of the faces it is sure of, framed by
 their box; MTFL's five human points are not used (two are eye centres, which
 iBUG-68 lacks).
 
+With ``--combine-teachers`` (with ``--teacher 3ddfa_v2``) the teacher points are
+instead the rule ``scripts/label_study.py`` chose on validation faces carved from
+the training sets (``docs/results/validation/label_study.json``): each teacher's
+points are first moved by its mean offset from the human points (per yaw bin, in
+the face's frame; per point at the eye and mouth corners, interpolated along the
+eyes and the mouth, one offset for the rest of the face), then MediaPipe's eye and
+mouth points are averaged into 3DDFA_V2's with a weight per yaw bin where the two
+agree. Its parameters are fitted on the faces outside the training config's
+validation split (``--split-config``), separately for the AFLW crops and MTFL.
+The human points, the flip-disagreement filter (3DDFA_V2's) and the framing are
+as above; no registered recipe reads these files yet.
+
 With ``--teacher-model`` (distillation: one of our models teaching a lighter
 one, or itself) the file holds instead that model's prediction of all 68 points
 of every face, cropped as the model was registered (or with the recipes'
@@ -56,6 +68,10 @@ Usage (the label file is made once; each ``fpezoo train`` resumes when run again
     python scripts/train_pretrained.py runs/labels --recipe-labels   # every file configs/ reads
     python scripts/train_pretrained.py runs/labels/teacher_human68.json \\
         [--data-root ../shared/data] [--max-flip-disagreement 0.1] [--max-convention-offset 0.02]
+    python scripts/train_pretrained.py runs/labels/aflw_crops_combined.json \\
+        --teacher 3ddfa_v2 --max-flip-disagreement 0.3 --combine-teachers
+    python scripts/train_pretrained.py runs/labels/mtfl_combined.json --data-set mtfl \\
+        --teacher 3ddfa_v2 --max-flip-disagreement 0.3 --combine-teachers
     python scripts/train_pretrained.py runs/labels/fpenet68_w64_flip.json \\
         --teacher-model fpenet68_w64 --teacher-flip-test
     nice -n 10 fpezoo train configs/fpenet68_w32.json
@@ -390,7 +406,42 @@ def input_size_of(folder):
     return height
 
 
-def mtfl_teacher_records(folder, max_flip_disagreement, teacher="mediapipe"):
+def _label_study():
+    """``scripts/label_study.py`` as a module (it sits next to this script)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("label_study", pathlib.Path(__file__).with_name("label_study.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def with_combined_teacher_points(records, folder, data_set, split_config=None):
+    """The teacher records with their points replaced by ``label_study``'s combined rule.
+
+    Args:
+        records: 3DDFA_V2 teacher records of ``data_set`` (:func:`aflw_crops_records`'
+            or :func:`mtfl_teacher_records`' source).
+        folder: the data set's folder (its parent is the shared data folder).
+        data_set: ``"aflw-crops"`` or ``"mtfl"``.
+        split_config: the training config whose validation split the rule's
+            parameters are not fitted on; None for ``label_study.DEFAULT_CONFIG``.
+
+    Returns:
+        ``(records, parameters)``: the records with the combined points and the
+        rule's fitted parameters.
+    """
+    study = _label_study()
+    fraction, seed = study.recipe_split(split_config or study.DEFAULT_CONFIG)
+    points, parameters = study.combined_labels(pathlib.Path(folder).parent, data_set, fraction, seed)
+    combined = [dataclasses.replace(
+        record, keypoints=points[(record.image.parent.name, record.image.name)].astype("float32"),
+        source=f"{record.source}+combined") for record in records]
+    return combined, {"combined_rule": parameters["rule"], "validation_fraction": fraction, "seed": seed}
+
+
+def mtfl_teacher_records(folder, max_flip_disagreement, teacher="mediapipe", combine_teachers=False,
+                         split_config=None):
     """MTFL's training faces the teacher is sure of, with its 68 points, framed by their box.
 
     MTFL's own five points are left out: two are eye centres, which iBUG-68 lacks.
@@ -399,6 +450,9 @@ def mtfl_teacher_records(folder, max_flip_disagreement, teacher="mediapipe"):
         folder: the ``mtfl`` folder (``train.txt`` and the teacher's file).
         max_flip_disagreement: keep faces whose teacher flip disagreement is at most this.
         teacher: a teacher name of :data:`fpezoo.data.readers.TEACHER_FILES`.
+        combine_teachers: replace the points with :func:`with_combined_teacher_points`
+            (``teacher`` must be ``"3ddfa_v2"``).
+        split_config: as in :func:`with_combined_teacher_points`.
 
     Returns:
         ibug68 records whose ``box`` is the box of their points.
@@ -408,27 +462,44 @@ def mtfl_teacher_records(folder, max_flip_disagreement, teacher="mediapipe"):
     records = readers.read_mtfl(folder / "train.txt",
                                 teacher=readers.teacher_file(folder, teacher, "mtfl"),
                                 max_flip_disagreement=max_flip_disagreement)
+    if combine_teachers:
+        _check_combined_teacher(teacher)
+        records, _ = with_combined_teacher_points(records, folder, "mtfl", split_config)
     return [dataclasses.replace(record, box=record.landmark_box()) for record in records]
 
 
+def _check_combined_teacher(teacher):
+    if teacher != "3ddfa_v2":
+        raise ValueError(
+            "The combined teacher points start from 3DDFA_V2's (its flip disagreement filters the "
+            f"faces): use teacher='3ddfa_v2' (--teacher 3ddfa_v2). Received: teacher={teacher!r}"
+        )
+
+
 def aflw_crops_records(folder, max_flip_disagreement, max_convention_offset=None,
-                       teacher="mediapipe"):
+                       teacher="mediapipe", combine_teachers=False, split_config=None):
     """The AFLW crops' merged human and teacher labels, framed; returns ``(records, counts)``.
 
     With ``max_convention_offset``, human points are used only at
     :func:`points_with_shared_convention`; the counts then carry the measured
-    :func:`convention_offsets` and the points kept.
+    :func:`convention_offsets` and the points kept. With ``combine_teachers``
+    the teacher points are :func:`with_combined_teacher_points`' (``split_config``
+    as there).
     """
     from fpezoo.data import readers
 
     human = readers.read_aflw_crops(folder)
+    teacher_name = teacher
     teacher = readers.read_aflw_crops(folder, teacher=teacher)
     report = {}
+    if combine_teachers:
+        _check_combined_teacher(teacher_name)
+        teacher, report = with_combined_teacher_points(teacher, folder, "aflw-crops", split_config)
     human_points = None
     if max_convention_offset is not None:
         offsets = convention_offsets(human, teacher, max_flip_disagreement)
         human_points = points_with_shared_convention(offsets, max_convention_offset)
-        report = {"convention_offsets": offsets, "human_points": human_points}
+        report = {**report, "convention_offsets": offsets, "human_points": human_points}
     records, has_teacher_box = merge_human_and_teacher(human, teacher, max_flip_disagreement,
                                                        human_points)
     records, crop_ratio = frame_records(records, image_size=input_size_of(folder))
@@ -444,7 +515,8 @@ def aflw_crops_records(folder, max_flip_disagreement, max_convention_offset=None
 
 def write_labels(output, data_root, max_flip_disagreement, max_convention_offset=None,
                  teacher_model=None, teacher_flip_test=False, even_jaw_spacing=False,
-                 data_set="aflw-crops", teacher="mediapipe", scheme="ibug68"):
+                 data_set="aflw-crops", teacher="mediapipe", scheme="ibug68", combine_teachers=False,
+                 split_config=None):
     """Writes the framed labels of one data set to ``output``; returns their counts.
 
     ``data_set`` is ``"aflw-crops"`` (:func:`aflw_crops_records`) or ``"mtfl"``
@@ -454,12 +526,14 @@ def write_labels(output, data_root, max_flip_disagreement, max_convention_offset
     written jaw lines are respaced (:func:`with_evenly_spaced_jaws`); the face
     boxes stay those of the teacher's points. ``teacher`` names the teacher
     label files (:data:`fpezoo.data.readers.TEACHER_FILES`). With ``scheme``
-    ``"tao80"``, pupils and ears are added (:func:`with_tao80_points`).
+    ``"tao80"``, pupils and ears are added (:func:`with_tao80_points`). With
+    ``combine_teachers`` the teacher points are :func:`with_combined_teacher_points`'
+    (``teacher`` must be ``"3ddfa_v2"``; ``split_config`` as there).
     """
     folder = pathlib.Path(data_root) / data_set
     if data_set == "aflw-crops":
         records, counts = aflw_crops_records(folder, max_flip_disagreement, max_convention_offset,
-                                             teacher)
+                                             teacher, combine_teachers, split_config)
     elif data_set == "mtfl":
         if max_convention_offset is not None:
             raise ValueError(
@@ -467,8 +541,9 @@ def write_labels(output, data_root, max_flip_disagreement, max_convention_offset
                 f"teacher's; MTFL has no such points. Received: max_convention_offset="
                 f"{max_convention_offset}"
             )
-        records = mtfl_teacher_records(folder, max_flip_disagreement, teacher)
-        counts = {"faces": len(records)}
+        records = mtfl_teacher_records(folder, max_flip_disagreement, teacher, combine_teachers, split_config)
+        counts = {"faces": len(records),
+                  **({"combined_rule": _label_study().COMBINED_RULE} if combine_teachers else {})}
     else:
         raise ValueError(f"data_set must be 'aflw-crops' or 'mtfl'. Received: data_set={data_set!r}")
     if teacher_model is not None:
@@ -536,7 +611,17 @@ def main(argv=None):
     parser.add_argument("--scheme", choices=("ibug68", "tao80"), default="ibug68",
                         help="tao80 adds TAO's 8 pupil points (MediaPipe's iris points) and its ear "
                              "points (AFLW's human ears) to the 68")
+    parser.add_argument("--combine-teachers", action="store_true",
+                        help="with --teacher 3ddfa_v2: offset-corrected 3DDFA_V2 points with MediaPipe's eye "
+                             "and mouth points averaged in where the two agree (scripts/label_study.py)")
+    parser.add_argument("--split-config", default=None,
+                        help="with --combine-teachers: the training config whose validation split the "
+                             "rule is not fitted on (default configs/base/ibug68_3ddfa_v2.json)")
     args = parser.parse_args(argv)
+    if args.combine_teachers and (args.recipe_labels or args.teacher != "3ddfa_v2"):
+        parser.error("--combine-teachers writes one file and needs --teacher 3ddfa_v2")
+    if args.split_config and not args.combine_teachers:
+        parser.error("--split-config needs --combine-teachers")
     if args.teacher_flip_test and args.teacher_model is None:
         parser.error("--teacher-flip-test needs --teacher-model")
     if args.recipe_labels:
@@ -544,7 +629,8 @@ def main(argv=None):
         return 0
     counts = write_labels(args.output, args.data_root, args.max_flip_disagreement,
                           args.max_convention_offset, args.teacher_model, args.teacher_flip_test,
-                          args.even_jaw_spacing, args.data_set, args.teacher, args.scheme)
+                          args.even_jaw_spacing, args.data_set, args.teacher, args.scheme,
+                          args.combine_teachers, args.split_config)
     print(json.dumps(counts))
     return 0
 
