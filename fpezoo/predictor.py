@@ -180,12 +180,19 @@ class LandmarkDetector:
             one more model run for those faces only (faces a detector without
             keypoints, or with wrong ones, found turned; given boxes of turned
             faces).
+        roll_search: search the roll of faces at an unknown angle from four
+            turned crops, each re-cropped upright by its landmarks' roll
+            (:func:`fpezoo.runtime.predict_boxes`; eight model runs per face,
+            in place of the upright pass). ``"auto"`` (default): for boxes
+            given to :meth:`predict`, which carry no roll; detected faces take
+            their roll from the detector's points (and ``rotations``). True or
+            False: for all faces or none.
     """
 
     def __init__(self, model=None, detector="default", enlarge=None, input_color=None,
                  visibility_threshold=0.0, max_detection_side=DEFAULT_MAX_DETECTION_SIDE,
                  batch_size=16, scheme=None, backend="auto", flip_test=False, rotate_crops=True,
-                 rotations="auto", upright_pass=True):
+                 rotations="auto", upright_pass=True, roll_search="auto"):
         self.runner = load_runner(model, backend=backend, input_color=input_color)
         self.detector = get_detector(detector)
         spec = self.runner.spec
@@ -212,6 +219,9 @@ class LandmarkDetector:
             get_scheme(self.scheme)
         self.rotate_crops = bool(rotate_crops)
         self.upright_pass = bool(upright_pass)
+        if roll_search not in (True, False, "auto"):
+            raise ValueError(f"`roll_search` must be True, False or 'auto'. Received: roll_search={roll_search!r}")
+        self.roll_search = roll_search
         if rotations is False:
             rotations = "off"
         if rotations not in ROTATION_MODES:
@@ -357,7 +367,9 @@ class LandmarkDetector:
                 owners.append((index, detection))
         predictions = predict_boxes(self.runner, rgb_images, boxes, face_rolls, enlarge, image_color="rgb",
                                     batch_size=self.batch_size, flip_test=self.flip_test,
-                                    upright_pass=self.upright_pass)
+                                    upright_pass=self.upright_pass,
+                                    roll_search=self.roll_search is True or (self.roll_search == "auto"
+                                                                             and not detector_boxes))
         results = [[] for _ in rgb_images]
         for prediction, (index, detection) in zip(predictions, owners):
             results[index].append(self._face(rgb_images[index], detection, prediction))

@@ -60,6 +60,8 @@ def protocol(results):
         flip += f", images turned by a random angle in +-{rotation['max_deg']:g}° (seed {rotation['seed']})"
     if crop.get("upright_pass"):  # fpezoo evaluate --upright-pass: the predictor's second, upright crop
         flip += ", upright pass"
+    if crop.get("roll_search"):  # fpezoo evaluate --roll-search: four turned crops, the best upright re-crop
+        flip += ", roll search"
     limit = f", first {results['limit']} faces" if results.get("limit") else ""
     if results["benchmark"] == "aflw2000-3d":
         text = (f"3DDFA: {results['faces']} faces, crop {crop['enlarge']:.3g} x the fitted "

@@ -496,3 +496,32 @@ def test_turned_aflw2000_photos_give_the_upright_landmarks(shared_data, angle):
                 assert abs((face.roll + angle + 180) % 360 - 180) < 40, (index, face.roll)  # roll is clockwise
     upright, turned = np.mean(errors[0]), np.mean(errors[angle])
     assert turned < max(1.3 * upright, upright + 0.01), (upright, turned)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("angle", [100, 180])
+def test_given_boxes_of_turned_faces_are_searched_for_their_roll(shared_data, angle):
+    """Boxes carry no roll: the roll search finds turned faces as well as upright ones (roll_search='auto')."""
+    import cv2
+
+    from fpezoo.coordinates import transform_points
+    from fpezoo.data.records import landmark_box
+
+    labels = np.load(shared_data / "aflw2000-3d" / "landmarks.npz")
+    searched = LandmarkDetector("fpenet68_w32")
+    single = LandmarkDetector("fpenet68_w32", roll_search=False, upright_pass=False)
+    frontal = [i for i in range(120) if abs(labels["yaw_deg"][i]) < 30][:12]
+    errors = {}
+    for index in frontal:
+        photo = np.asarray(Image.open(shared_data / "aflw2000-3d" / "images" / str(labels["names"][index])))
+        truth = labels["pts68_fitted"][index, :, :2]
+        norm = np.sqrt(np.prod(truth.max(axis=0) - truth.min(axis=0)))
+        matrix = cv2.getRotationMatrix2D(((photo.shape[1] - 1) / 2, (photo.shape[0] - 1) / 2), angle, 1.0)
+        turned_photo, turned_truth = cv2.warpAffine(photo, matrix, photo.shape[1::-1]), transform_points(truth, matrix)
+        for key, predictor, image, points in (("upright", searched, photo, truth),
+                                              ("turned", searched, turned_photo, turned_truth),
+                                              ("turned, one crop", single, turned_photo, turned_truth)):
+            (face,) = predictor.predict(image, boxes=[landmark_box(points)])
+            errors.setdefault(key, []).append(np.linalg.norm(face.keypoints - points, axis=1).mean() / norm)
+    upright, turned, one_crop = (np.mean(errors[key]) for key in ("upright", "turned", "turned, one crop"))
+    assert upright < 0.05 and turned < 1.15 * upright and one_crop > 1.3 * turned, (upright, turned, one_crop)

@@ -73,6 +73,61 @@ def test_upright_pass_recrops_faces_whose_landmarks_are_turned(monkeypatch):
     assert crops == [0.0]
 
 
+class _UprightOnlyFinder:
+    """A stand-in model that finds a face only when its crop shows it within 50 degrees of upright.
+
+    Otherwise it 'sees' an upright face that is not there (the template, upright
+    in the crop), with low confidence: the failure of real models on
+    upside-down and sideways faces, which the roll search must get around.
+    """
+
+    backend = "test"
+
+    def __init__(self, points, template):
+        self.points, self.template = points, template  # image pixels; crop pixels
+        self.transforms = []
+        self.spec = runtime.ModelSpec("upright-only", (64, 64), "rgb", 5, scheme="five_point", enlarge=1.5)
+
+    def __call__(self, crops):
+        keypoints, confidence = [], []
+        for _ in crops:
+            seen = transform_points(self.points, self.transforms.pop(0))
+            angle = runtime.landmark_roll(seen, "five_point")
+            if abs(angle) <= 50.0:
+                keypoints.append(seen)
+                confidence.append(np.full(5, 1.0 - abs(angle) / 180.0))
+            else:
+                keypoints.append(self.template)
+                confidence.append(np.full(5, 0.3))
+        return np.array(keypoints, "float32"), np.array(confidence, "float32")
+
+
+@pytest.mark.parametrize("degrees", [0.0, 75.0, 120.0, 180.0, -100.0])
+def test_roll_search_finds_faces_at_any_angle(monkeypatch, degrees):
+    """One crop of a face turned by 120 or 180 degrees gives the phantom; the search finds the face."""
+    upright = np.array([[40.0, 40.0], [60.0, 40.0], [50.0, 50.0], [42.0, 62.0], [58.0, 62.0]])
+    turned = transform_points(upright, rotation_transform(degrees, (50.0, 50.0)))
+    finder = _UprightOnlyFinder(turned, template=upright - 18.0)
+    original = runtime.face_crop
+
+    def recording_face_crop(*args, **kwargs):
+        crop, transform = original(*args, **kwargs)
+        finder.transforms.append(transform)
+        return crop, transform
+
+    monkeypatch.setattr(runtime, "face_crop", recording_face_crop)
+    image = np.zeros((100, 100, 3), np.uint8)
+    box = [(0, (30.0, 30.0, 70.0, 70.0))]
+    (single,) = runtime.predict_boxes(finder, [image], box)
+    if abs(degrees) > 50.0:
+        assert np.abs(single.keypoints - turned).max() > 5.0  # one crop fails
+    (searched,) = runtime.predict_boxes(finder, [image], box, roll_search=True, upright_pass=True)
+    np.testing.assert_allclose(searched.keypoints, turned, atol=1e-4)
+    assert (searched.roll - degrees + 180.0) % 360.0 - 180.0 == pytest.approx(0.0, abs=1e-3)
+    assert searched.model_runs == 8
+    assert finder.transforms == []  # every crop was run
+
+
 def test_upright_landmark_box_is_the_box_of_the_points_turned_upright():
     points = np.array([[0.0, 0.0], [40.0, 0.0], [40.0, 20.0], [0.0, 20.0]])
     turned = transform_points(points, rotation_transform(90.0, (20.0, 10.0)))
