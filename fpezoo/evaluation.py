@@ -8,7 +8,10 @@ Benchmarks (data from ``../shared/data`` or ``$FPEZOO_DATA``, see its README):
   ``sqrt(w * h)`` of that box, averaged per |yaw| bin (<= 30, 30-60, > 60) and
   over the three bins. Also reported: the same on the manual re-annotation
   (normalised by its own landmark box), inter-ocular NME (outer eye corners 36,
-  45), AUC and failure rate, and TAO's region pixel errors.
+  45), AUC and failure rate, and TAO's region pixel errors. A 3D model (keypoints
+  ``(N, K, 3)``, ``fpezoo.FAN(dimensions=3)``) is also scored against the fitted
+  labels' (x, y, z) (:func:`nme_3d`, :func:`nme_depth`; ``nme_3d`` and
+  ``nme_depth`` in the results).
 * ``"mtfl"``: the MTFL test list (2,995 faces; Zhang et al., "Facial Landmark
   Detection by Deep Multi-task Learning", ECCV 2014): NME by the distance of
   the eye centres, failure rate at NME > 0.1. Models with more points are
@@ -496,15 +499,183 @@ def _evaluate_aflw2000_3d(runner, folder, limit, options):
         metrics.nme(predicted, reannotated_points, normalization="box_area"), predicted)
     nme_inter_ocular, _ = failed_as_inf(
         metrics.nme(predicted, fitted_points, normalization="inter_ocular", scheme="ibug68"), predicted)
+    three_d = _evaluate_3d(runner, fitted, yaw, options)
     return {
         "faces": len(fitted),
         "failed_faces": failed,
+        **three_d.pop("summary", {}),
         "nme_box": yaw_binned_statistics(nme_box, yaw),
         "nme_box_reannotated": yaw_binned_statistics(nme_reannotated, yaw),
         "nme_inter_ocular": yaw_binned_statistics(nme_inter_ocular, yaw),
         "region_pixel_error": _region_errors(predicted, fitted_points, None, "ibug68"),
         "per_face": {"nme_box": nme_box.tolist(), "nme_box_reannotated": nme_reannotated.tolist(),
-                     "nme_inter_ocular": nme_inter_ocular.tolist(), "yaw_deg": yaw.tolist()},
+                     "nme_inter_ocular": nme_inter_ocular.tolist(), "yaw_deg": yaw.tolist(),
+                     **three_d.pop("per_face", {})},
+    }
+
+
+# --------------------------------------------------------------------------- 3D
+# evaluate() options under which the 3D pass (protocol crops, one model run per face) would not
+# score the same predictions as the 2D numbers: it is then left out, with the reason.
+_OPTIONS_WITHOUT_3D = ("box_jitter", "rotation", "upright_pass", "roll_search")
+
+
+def keypoint_dimensions(runner):
+    """2, or 3 for a Keras model whose keypoints carry depth (``fpezoo.FAN(dimensions=3)``).
+
+    Exported (``.onnx`` / ``.tflite``) runners count as 2D.
+    """
+    model = getattr(runner, "model", None)
+    try:
+        return int(model.outputs[0].shape[-1])
+    except (AttributeError, IndexError, TypeError):
+        return 2
+
+
+def _offset_free(points):
+    """``(N, K, 3)`` points with each face's mean depth removed (depth has no common origin)."""
+    points = np.array(points, dtype="float64")
+    points[..., 2] -= points[..., 2].mean(axis=-1, keepdims=True)
+    return points
+
+
+def _box_scale(target):
+    """``sqrt(w h)`` of each face's 2D landmark box, ``(N,)`` (the 3DDFA normaliser)."""
+    target = np.asarray(target, dtype="float64")
+    extent = target[..., :2].max(axis=-2) - target[..., :2].min(axis=-2)
+    return np.sqrt(extent[..., 0] * extent[..., 1])
+
+
+def nme_3d(predicted, target):
+    """Per-face 3D NME: mean 3D point error after aligning the depth offset, over sqrt(w h).
+
+    Depth labels and predictions each have an arbitrary per-face offset (the
+    fitted AFLW2000-3D z, a 3D teacher's z whose smallest value is 0, a
+    network's), so each face's mean z is removed from both before the distance:
+    ``mean_k || (x, y, z - mean z)_pred - (x, y, z - mean z)_true ||`` over
+    ``sqrt(w h)`` of the box of the true (x, y) (the 3DDFA normaliser of the 2D
+    NME). x, y and z must share one unit (pixels; larger z nearer the camera in
+    both, as in AFLW2000-3D and the 3DDFA_V2 teacher files). It is at least the
+    2D NME of the same points, and equals it when the depths agree.
+
+    Args:
+        predicted: ``(N, K, 3)`` or ``(K, 3)`` points with depth.
+        target: the same shape.
+
+    Returns:
+        ``(N,)`` float64 (a float for one face); non-finite predictions give NaN.
+    """
+    predicted, target = _check_3d(predicted, target)
+    distance = np.linalg.norm(_offset_free(predicted) - _offset_free(target), axis=-1)
+    return _per_face(distance.mean(axis=-1) / _box_scale(target), predicted)
+
+
+def nme_depth(predicted, target):
+    """Per-face depth-only NME: mean ``|z' - z'_true|`` (offsets removed as in :func:`nme_3d`)
+    over ``sqrt(w h)`` of the true 2D box: the depth's share of :func:`nme_3d`."""
+    predicted, target = _check_3d(predicted, target)
+    difference = np.abs(_offset_free(predicted)[..., 2] - _offset_free(target)[..., 2])
+    return _per_face(difference.mean(axis=-1) / _box_scale(target), predicted)
+
+
+def _check_3d(predicted, target):
+    predicted = np.asarray(predicted, dtype="float64")
+    target = np.asarray(target, dtype="float64")
+    if predicted.shape != target.shape or predicted.shape[-1] != 3 or predicted.ndim not in (2, 3):
+        raise ValueError(
+            "3D errors need predicted and true points of one shape, (N, K, 3) or (K, 3) = x, y, z. "
+            f"Received: predicted.shape={predicted.shape}, target.shape={target.shape}")
+    return predicted, target
+
+
+def _per_face(values, predicted):
+    values = np.asarray(values, dtype="float64")
+    return float(values) if predicted.ndim == 2 else values
+
+
+def predict_records_3d(runner, records, enlarge, batch_size=64, flip_test=False, progress=True,
+                       description="faces (3D)"):
+    """Predicts ``(N, K, 3)`` points with depth of every record, in original-image pixels.
+
+    The crop -> run -> invert loop of :func:`predict_records` without its
+    box and rotation options (each face cropped once from its box), keeping z:
+    x, y are mapped back by the inverse crop transform and z is divided by the
+    crop's scale (``sqrt(|det|)`` of the transform,
+    :func:`fpezoo.data.pipeline.depth_scale`), so all three share the image's
+    pixels.
+
+    Args:
+        runner: a Keras runner of a 3D model (:func:`keypoint_dimensions` is 3).
+        records: the faces.
+        enlarge: crop side over the longer side of a record's box.
+        batch_size: crops per model call.
+        flip_test: average with the mirrored crops' predictions
+            (:func:`fpezoo.schemes.flip_averaged_predictions`, depth included).
+        progress: show a progress bar.
+        description: label of the progress bar.
+
+    Returns:
+        ``(N, K, 3)`` float64.
+    """
+    from tqdm import tqdm
+
+    from fpezoo.coordinates import invert_points
+    from fpezoo.data.pipeline import depth_scale
+    from fpezoo.data.records import record_box
+
+    if keypoint_dimensions(runner) != 3:
+        raise ValueError(
+            "predict_records_3d needs a model whose keypoints carry depth (N, K, 3), e.g. "
+            f"fpezoo.FAN(dimensions=3). Received: model={runner.spec.name!r}")
+    points = []
+    starts = range(0, len(records), batch_size)
+    for start in tqdm(starts, desc=description, unit="batch", disable=not progress, file=sys.stderr):
+        crops, transforms = [], []
+        for record in records[start:start + batch_size]:
+            image = record.load_image(runner.spec.input_color)
+            crop, transform = runtime.face_crop(
+                image, record_box(record, image), runner.spec.input_size,
+                enlarge if record.box is not None else 1.0, 0.0, runner.spec.input_color,
+                runner.spec.input_color)
+            crops.append(crop)
+            transforms.append(transform)
+        batch = np.stack(crops).astype("float32")
+        if flip_test:
+            keypoints, _ = schemes.flip_averaged_predictions(runner, batch, runner.spec.scheme)
+        else:
+            keypoints, _ = runner(batch)
+        for predicted, transform in zip(np.asarray(keypoints, dtype="float64"), transforms):
+            points.append(np.concatenate(
+                [invert_points(predicted[:, :2], transform),
+                 predicted[:, 2:3] / depth_scale(transform)], axis=1))
+    return np.stack(points)
+
+
+def _evaluate_3d(runner, fitted, yaw, options):
+    """The 3D part of the AFLW2000-3D results for a 3D model (``{}`` for a 2D one).
+
+    Returns ``{"summary": {...}, "per_face": {...}}`` to merge into the results:
+    ``nme_3d`` and ``nme_depth`` (:func:`yaw_binned_statistics` of
+    :func:`nme_3d` and :func:`nme_depth` against the fitted (x, y, z)), or
+    ``nme_3d_skipped`` with the reason.
+    """
+    if keypoint_dimensions(runner) != 3:
+        return {}
+    active = [name for name in _OPTIONS_WITHOUT_3D if options.get(name)]
+    if options["scheme"] != "ibug68" or active:
+        reason = (f"options {active} change the 2D predictions" if active
+                  else f"a {options['scheme']} model, not ibug68")
+        return {"summary": {"nme_3d_skipped": f"3D errors are measured on plain protocol crops: {reason}"}}
+    predicted = predict_records_3d(runner, fitted, options["enlarge"], options["batch_size"],
+                                   options["flip_test"], options["progress"], "AFLW2000-3D (3D)")
+    target = np.stack([np.concatenate([record.keypoints, record.metadata["z"][:, None]], axis=1)
+                       for record in fitted])
+    errors_3d, _ = failed_as_inf(nme_3d(predicted, target), predicted)
+    errors_depth, _ = failed_as_inf(nme_depth(predicted, target), predicted)
+    return {
+        "summary": {"nme_3d": yaw_binned_statistics(errors_3d, yaw),
+                    "nme_depth": yaw_binned_statistics(errors_depth, yaw)},
+        "per_face": {"nme_3d": errors_3d.tolist(), "nme_depth": errors_depth.tolist()},
     }
 
 
@@ -600,7 +771,8 @@ def format_table(results):
     lines = [f"{results['benchmark']}: {results['model']} ({results['faces']} faces, "
              f"{results['failed_faces']} failed, {results['seconds']} s{weights_note}{jitter_note}"
              f"{rotation_note})"]
-    for key in ("nme_box", "nme_box_reannotated", "nme_inter_ocular", "nme_eye_centres", "nme"):
+    for key in ("nme_box", "nme_box_reannotated", "nme_inter_ocular", "nme_eye_centres", "nme",
+                "nme_3d", "nme_depth"):
         if key not in results:
             continue
         entry = results[key]

@@ -1,4 +1,4 @@
-"""Keypoint losses for ``model.compile``: L1, L2, Wing and Adaptive Wing.
+"""Keypoint losses for ``model.compile``: L1, L2, Wing and Adaptive Wing, and a depth L1.
 
 Every loss takes ``y_true`` of shape ``(N, K, 3)`` (x, y, visibility, in
 model-input pixels, see ``docs/DESIGN.md``). :class:`L1Loss`, :class:`L2Loss`
@@ -34,6 +34,11 @@ rescale the loss (and, for the unmasked denominators, let faces with many
 occluded points weigh less); here one reduction serves every loss, so that the
 loss value is a per-point quantity independent of K and of the batch size. Use
 ``loss_weights`` in ``compile`` to rescale.
+
+:class:`DepthL1Loss` trains the depth of a 3D model (``fpezoo.FAN(dimensions=3)``):
+``y_true`` ``(N, K, 4)`` = x, y, visibility, z (the pipeline's ``depth=True``
+targets) against predicted keypoints ``(N, K, 3)``, on z only and free of the
+depth's arbitrary offset.
 """
 
 import math
@@ -342,3 +347,46 @@ class AdaptiveWingLoss(_KeypointLoss):
             "foreground_weight": self.foreground_weight,
             "foreground_threshold": self.foreground_threshold,
         }
+
+
+@keras.saving.register_keras_serializable(package="fpezoo")
+class DepthL1Loss(keras.losses.Loss):
+    """Offset-free L1 error of the predicted depth, ``mean_k |z'_pred - z'_true|``.
+
+    Depth labels (a 3D face model's z, e.g. the 3DDFA_V2 teacher's) have an
+    arbitrary offset per face, so both the prediction and the target lose their
+    per-face mean over the K points before the comparison (``z' = z - mean_k z``).
+    Every point counts, whatever its 2D visibility: a label file's depth is
+    known for all points (an occluded or out-of-crop point still has a depth),
+    and the 2D visibility column is ignored. The per-face value is in the
+    labels' units (model-input pixels); Keras reduces it over the batch.
+
+    Args:
+        name: loss name.
+        reduction: Keras reduction over faces.
+        dtype: computation dtype (default float32).
+
+    Call arguments:
+        y_true: ``(N, K, 4)`` = x, y, visibility, z.
+        y_pred: ``(N, K, 3)`` keypoints with depth (only z is used).
+    """
+
+    def __init__(self, name="depth_l1_loss", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        if len(y_true.shape) != 3 or y_true.shape[-1] != 4:
+            raise ValueError(
+                "y_true must have shape (N, K, 4) = x, y, visibility, z (depth targets). "
+                f"Received: y_true.shape={tuple(y_true.shape)}"
+            )
+        if len(y_pred.shape) != 3 or y_pred.shape[-1] != 3:
+            raise ValueError(
+                "Predicted keypoints must have shape (N, K, 3) = x, y, z (a 3D model). "
+                f"Received: y_pred.shape={tuple(y_pred.shape)}"
+            )
+        target = ops.cast(y_true[..., 3], self.dtype)
+        predicted = ops.cast(y_pred[..., 2], self.dtype)
+        target = target - ops.mean(target, axis=-1, keepdims=True)
+        predicted = predicted - ops.mean(predicted, axis=-1, keepdims=True)
+        return ops.mean(ops.abs(predicted - target), axis=-1)

@@ -457,7 +457,8 @@ def flip_averaged_predictions(run, crops, scheme):
 
     Args:
         run: a callable ``crops -> (keypoints (N, K, 2), confidence (N, K))``
-            in crop pixels, e.g. a Keras model's ``predict_on_batch``.
+            in crop pixels, e.g. a Keras model's ``predict_on_batch``; keypoints
+            ``(N, K, 3)`` with depth are averaged too (depth renamed with the points).
         crops: ``(N, H, W, C)`` model-input crops.
         scheme: the model's scheme name or :class:`KeypointScheme` with K points.
 
@@ -469,8 +470,10 @@ def flip_averaged_predictions(run, crops, scheme):
     points, scores = (np.asarray(array) for array in run(crops))
     mirrored = np.ascontiguousarray(crops[:, :, ::-1])
     flipped_points, flipped_scores = (np.asarray(array) for array in run(mirrored))
-    unflipped, _ = flip_keypoints(flipped_points, None, scheme, crops.shape[2])
     order = np.asarray(scheme.flip_permutation)
+    unflipped, _ = flip_keypoints(flipped_points[..., :2], None, scheme, crops.shape[2])
+    # Further columns (a 3D model's depth) are renamed alike; mirroring keeps depth.
+    unflipped = np.concatenate([unflipped, flipped_points[:, order, 2:]], axis=-1)
     return (points + unflipped) / 2.0, (scores + flipped_scores[:, order]) / 2.0
 
 

@@ -80,6 +80,18 @@ keypoint loss (``l1``, ``l2``, ``wing``) with such a model, or
 before any data is read. (A 3D FAN's depth network gets no gradient from the
 heatmaps.)
 
+Depth training: the ``"depth_l1"`` loss (:class:`fpezoo.losses.DepthL1Loss`,
+offset-free L1 on z) trains the depth network of a 3D model
+(``FAN(dimensions=3)``) on top of its fixed 2D network, as face-alignment
+trained its depth network: every layer outside the depth network
+(:func:`fpezoo.models.fan.depth_network_layers`) is frozen (its batch norms run
+in inference mode), and the pipeline makes ``(N, K, 4)`` targets = x, y,
+visibility, z from each record's ``metadata["depth"]`` (the 3DDFA_V2 teacher
+readers keep it), scaled with the augmentation
+(:mod:`fpezoo.data.pipeline`). Start from the registered 2D FAN with
+``model.grow_from`` (its layers are copied, the depth network starts fresh);
+see ``configs/fan68_3d_1x128.json``.
+
 Distribution: ``"distribution": {"strategy": "mirrored"}`` (optionally with
 ``"devices"``) or ``{"strategy": "multi_worker"}`` (cluster from ``TF_CONFIG``)
 runs ``fit`` under ``tf.distribute``; ``batch_size`` is the global batch.
@@ -137,9 +149,11 @@ LANDMARK_BOX = "landmarks"
 # Benchmarks that must never be trained or validated on.
 BENCHMARK_READERS = ("aflw2000_3d",)
 LOSSES = {"l1": "L1Loss", "l2": "L2Loss", "wing": "WingLoss",
-          "adaptive_wing": "AdaptiveWingLoss"}
+          "adaptive_wing": "AdaptiveWingLoss", "depth_l1": "DepthL1Loss"}
 # Losses on the heatmaps of an argmax-decoded model (see check_loss_fits_model).
 HEATMAP_LOSSES = ("adaptive_wing",)
+# Losses on the depth of a 3D model, which train its depth network only.
+DEPTH_LOSSES = ("depth_l1",)
 OPTIMIZERS = {
     "adamw": keras.optimizers.AdamW,
     "adam": keras.optimizers.Adam,
@@ -463,7 +477,7 @@ def build_datasets(config, scheme, input_shape, color):
 
         augment = FaceAugmenter(**augment)
     crop = {"input_shape": input_shape, "color": color, "scheme": scheme.name,
-            "enlarge": data["enlarge"]}
+            "enlarge": data["enlarge"], "depth": config["loss"]["name"] in DEPTH_LOSSES}
     train_sets, weights, validation_records, source_counts = [], [], [], []
     for index, source in enumerate(data["sources"]):
         records = read_source(source, scheme.name)
@@ -540,7 +554,9 @@ def grow_weights(name, model, seed=0):
     the last decoder block
     (:func:`fpezoo.models.fpenet.copy_to_full_resolution_heatmaps`); then it is
     widened to ``model``'s widths (:func:`fpezoo.models.widen.widen_weights`, a
-    plain copy where the widths are equal).
+    plain copy where the widths are equal). A 2D FAN grows into the 3D FAN of the
+    same architecture: its layers are copied and the depth network starts fresh
+    (:func:`fpezoo.models.fan.copy_2d_weights`).
 
     Args:
         name: registered weights (may be pinned, ``"NAME@sha256:HEX"``).
@@ -557,6 +573,11 @@ def grow_weights(name, model, seed=0):
 
     source = build_registered(name)
     entry = registry_entry(name)
+    if entry["builder"] == "FAN" and source.outputs[0].shape[-1] == 2 and model.outputs[0].shape[-1] == 3:
+        from fpezoo.models.fan import copy_2d_weights
+
+        copy_2d_weights(source, model)
+        return
     if entry["builder"] == "FPENet" and heatmap_height(model) == 2 * heatmap_height(source):
         full = FPENet(**{**entry["config"], "heatmap_size": None})
         copy_to_full_resolution_heatmaps(source, full)
@@ -592,6 +613,15 @@ def check_loss_fits_model(config, model):
     from fpezoo.layers import HeatmapArgmax
 
     name, builder = config["loss"]["name"], config["model"]["builder"]
+    dimensions = model.outputs[0].shape[-1]
+    if name in DEPTH_LOSSES:
+        if dimensions != 3:
+            raise ValueError(
+                f"Loss {name!r} trains the depth of a 3D model (keypoints (N, K, 3), e.g. FAN "
+                f"with dimensions=3); this {builder!r} returns {dimensions} coordinates. "
+                f"Received: loss.name={name!r}, builder={builder!r}"
+            )
+        return
     argmax_decoded = any(isinstance(layer, HeatmapArgmax) for layer in model.layers)
     if argmax_decoded and name not in HEATMAP_LOSSES:
         raise ValueError(
@@ -620,6 +650,13 @@ def make_loss(loss_config, scheme, input_size=None):
     from fpezoo import losses
 
     options = dict(loss_config.get("config", {}))
+    if loss_config["name"] in DEPTH_LOSSES:
+        if loss_config.get("region_weights") is not None:
+            raise ValueError(
+                f"Loss {loss_config['name']!r} weighs every point alike. "
+                f"Received: region_weights={loss_config['region_weights']!r}"
+            )
+        return getattr(losses, LOSSES[loss_config["name"]])(**options)
     if loss_config["name"] in HEATMAP_LOSSES:
         options["input_size"] = input_size
     loss_class = getattr(losses, LOSSES[loss_config["name"]])
@@ -645,6 +682,8 @@ def make_trainer(config, model, scheme, input_size):
         ``(trainer, loss, metrics)``, the last two for ``trainer.compile``.
     """
     loss = make_loss(config["loss"], scheme, input_size)
+    if config["loss"]["name"] in DEPTH_LOSSES:
+        return model, loss, []
     metric = default_metric(scheme)
     if config["loss"]["name"] not in HEATMAP_LOSSES:
         return model, loss, [metric]
@@ -839,6 +878,10 @@ def train(config, train_data=None, validation_data=None, callbacks=None, num_tra
         model = build_model(config)
     scheme = model_scheme(config, model)
     check_loss_fits_model(config, model)
+    if config["loss"]["name"] in DEPTH_LOSSES:
+        from fpezoo.models.fan import freeze_all_but_depth
+
+        freeze_all_but_depth(model)
     input_shape, color = _input_format(config, model)
 
     if train_data is None:

@@ -13,6 +13,15 @@ shape with raw 0-255 values (FPENet: 80x80x1 grayscale), and ``y_true`` of shape
 ``(N, K, 3)`` = x, y, visibility. Invisible points (occluded, unlabelled, or
 outside the crop) have visibility 0 and coordinates 0, never NaN: a NaN would
 poison the gradient even under a zero weight.
+
+With ``depth=True`` (3D models, :class:`fpezoo.losses.DepthL1Loss`), ``y_true``
+is ``(N, K, 4)`` = x, y, visibility, z: each record's ``metadata["depth"]``
+(the teacher readers keep the 3D teacher's z, in the image's pixels) follows the
+same transform as the points. In-plane rotation and translation leave it
+unchanged, scaling scales it like x and y (by ``sqrt(|det|)`` of the 2x2 part
+of the image-to-crop matrix), and a horizontal flip permutes it with the points
+(mirroring does not change depth). Depth is known at every point, visible or
+not.
 """
 
 import numpy as np
@@ -82,9 +91,47 @@ def stack_labels(records, scheme=None):
     return keypoints, visibility, scheme
 
 
+def stack_depth(records, scheme):
+    """The ``(N, K)`` float32 depths of records (``metadata["depth"]``) in ``scheme``.
+
+    Raises:
+        ValueError: a record has no depth, depth of another length or non-finite
+            depth, or is in another scheme (depth is not converted between
+            schemes).
+    """
+    scheme = scheme.name if isinstance(scheme, schemes.KeypointScheme) else scheme
+    depths = []
+    for record in records:
+        depth = record.metadata.get("depth")
+        if record.scheme != scheme or depth is None:
+            raise ValueError(
+                f"Depth targets need every record in the {scheme!r} scheme with its "
+                "metadata['depth'] (e.g. a 3DDFA_V2 teacher reader's records). Received: a "
+                f"{record.scheme!r} record {'without' if depth is None else 'with'} depth "
+                f"from {record._origin()}"
+            )
+        depth = np.asarray(depth, dtype="float32")
+        if depth.shape != (record.num_keypoints,) or not np.isfinite(depth).all():
+            raise ValueError(
+                f"metadata['depth'] must hold {record.num_keypoints} finite values (record from "
+                f"{record._origin()}). Received: depth={depth.tolist()}"
+            )
+        depths.append(depth)
+    return np.stack(depths)
+
+
+def depth_scale(transform):
+    """How a 2x3 affine (similarity) transform scales lengths, hence depth: ``sqrt(|det|)``."""
+    transform = np.asarray(transform, dtype="float64")
+    return float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
+
+
 # --------------------------------------------------------------------------- examples
 class ExampleMaker:
     """Turns record ``index`` into ``(image float32 (H, W, C), y_true float32 (K, 3))``.
+
+    With ``depth=True``, ``y_true`` is ``(K, 4)`` = x, y, visibility, z (see the
+    module docstring).
 
     The evaluation path (no augmenter, no jitter) is deterministic; the
     training path draws everything from ``numpy.random.default_rng(seed)``, so
@@ -98,14 +145,16 @@ class ExampleMaker:
         scheme: target scheme (see :func:`stack_labels`).
         enlarge: crop side as a multiple of the box's longer side.
         jitter: relative random shift and zoom of the crop (training).
+        depth: add each record's ``metadata["depth"]`` as a fourth column.
     """
 
     def __init__(self, records, input_shape=(80, 80, 1), color="grayscale", augment=None,
-                 scheme=None, enlarge=1.0, jitter=0.0):
+                 scheme=None, enlarge=1.0, jitter=0.0, depth=False):
         self.input_shape = _color_and_shape(input_shape, color)
         self.color = color
         self.records = list(records)
         self.keypoints, self.visibility, self.scheme = stack_labels(self.records, scheme)
+        self.depth = stack_depth(self.records, self.scheme) if depth else None
         if augment is True:
             augment = FaceAugmenter()
         if augment not in (None, False) and not isinstance(augment, FaceAugmenter):
@@ -148,6 +197,7 @@ class ExampleMaker:
                                    self.jitter, rng)
         visibility = self.visibility[index]
         points = transform_points(self.keypoints[index], transform)
+        depth = None if self.depth is None else self.depth[index]
         flip = False
         if self.augment is not None:
             geometry, flip = self.augment.sample_geometry(rng, output_size, points, visibility)
@@ -158,12 +208,17 @@ class ExampleMaker:
             transform = compose(mirror, transform)
             points, visibility = schemes.flip_keypoints(points, visibility, self.scheme,
                                                         output_size[1])
+            if depth is not None:
+                depth = depth[np.asarray(schemes.get_scheme(self.scheme).flip_permutation)]
         crop = warp(image, transform, output_size)
         visibility = mark_outside(points, visibility, output_size)
         if self.augment is not None:
             crop, visibility = self.augment(crop, points, visibility, rng)
         points = np.where(visibility[:, None] > 0, points, 0.0)
-        y_true = np.concatenate([points, visibility[:, None]], axis=1).astype("float32")
+        columns = [points, visibility[:, None]]
+        if depth is not None:
+            columns.append(depth[:, None] * depth_scale(transform))
+        y_true = np.concatenate(columns, axis=1).astype("float32")
         return crop.astype("float32"), y_true
 
 
@@ -181,6 +236,7 @@ def make_dataset(
     repeat=False,
     drop_remainder=False,
     num_parallel_calls=tf.data.AUTOTUNE,
+    depth=False,
 ):
     """A ``tf.data.Dataset`` of ``(images, y_true)`` for ``Model.fit`` / ``evaluate``.
 
@@ -205,12 +261,13 @@ def make_dataset(
         repeat: repeat forever.
         drop_remainder: drop the last incomplete batch.
         num_parallel_calls: parallelism of the map.
+        depth: depth targets for a 3D model (see the module docstring).
 
     Returns:
         The data set; images float32 ``(N, H, W, C)`` raw 0-255, ``y_true``
-        float32 ``(N, K, 3)``.
+        float32 ``(N, K, 3)`` (``(N, K, 4)`` with ``depth``).
     """
-    maker = ExampleMaker(records, input_shape, color, augment, scheme, enlarge, jitter)
+    maker = ExampleMaker(records, input_shape, color, augment, scheme, enlarge, jitter, depth)
     indices = tf.data.Dataset.range(len(maker.records))
     if shuffle:
         indices = indices.shuffle(len(maker.records), seed=seed, reshuffle_each_iteration=True)
@@ -224,7 +281,7 @@ def make_dataset(
         image, y_true = tf.numpy_function(
             maker, [index, example_seed], (tf.float32, tf.float32), stateful=False)
         image.set_shape((height, width, channels))
-        y_true.set_shape((num_keypoints, 3))
+        y_true.set_shape((num_keypoints, 3 if maker.depth is None else 4))
         return image, y_true
 
     examples = examples.map(load, num_parallel_calls=num_parallel_calls)

@@ -441,3 +441,73 @@ def _depth_network(images, keypoints, num_keypoints, depth_blocks, depth_width):
     else:
         x = keras.layers.GlobalAveragePooling2D(name="depth_avg_pool")(x)
     return keras.layers.Dense(num_keypoints, name=f"{KEYPOINT_HEAD}_depth")(x)
+
+
+def _is_depth_layer(name):
+    return name.startswith("depth") or name.startswith(f"{KEYPOINT_HEAD}_depth")
+
+
+def depth_network_layers(model):
+    """The layers of a 3D FAN's depth network (``depth*`` and ``keypoint_head_depth*``).
+
+    Raises:
+        ValueError: ``model`` has no depth network (a 2D model).
+    """
+    layers = [layer for layer in model.layers if _is_depth_layer(layer.name)]
+    if not any(layer.weights for layer in layers):
+        raise ValueError(
+            "The model has no depth network: build it with fpezoo.FAN(dimensions=3). "
+            f"Received: model={model.name!r}"
+        )
+    return layers
+
+
+def freeze_all_but_depth(model):
+    """Freezes every layer of a 3D FAN except its depth network; returns the frozen count.
+
+    The frozen batch norms run in inference mode, so training the depth network
+    leaves the 2D network (and its 2D accuracy) exactly as it was, as
+    face-alignment trained its depth network on top of a fixed 2D FAN.
+    """
+    depth = {id(layer) for layer in depth_network_layers(model)}
+    frozen = 0
+    for layer in model.layers:
+        if id(layer) not in depth and layer.weights:
+            layer.trainable = False
+            frozen += 1
+    return frozen
+
+
+def copy_2d_weights(source, model):
+    """Copies a 2D FAN's weights into the 3D FAN of the same architecture.
+
+    Every layer of ``source`` with weights is set in ``model`` under the same
+    name; the depth network keeps its (fresh) weights.
+
+    Args:
+        source: a FAN with ``dimensions=2``.
+        model: a FAN with ``dimensions=3``, the same keypoint count, stacks,
+            width and input size.
+
+    Raises:
+        ValueError: ``model`` lacks a layer of ``source`` or its shapes differ.
+    """
+    depth_network_layers(model)  # a 3D model
+    for layer in source.layers:
+        if not layer.weights:
+            continue
+        try:
+            target = model.get_layer(layer.name)
+        except ValueError:
+            raise ValueError(
+                f"The 3D model lacks the 2D model's layer {layer.name!r}: build it with the same "
+                f"num_keypoints, num_stacks, width and input_size. Received: model={model.name!r}"
+            ) from None
+        expected = [tuple(w.shape) for w in target.weights]
+        found = [tuple(w.shape) for w in layer.weights]
+        if expected != found:
+            raise ValueError(
+                f"Layer {layer.name!r} has shapes {found} in the 2D model and {expected} in the "
+                f"3D one: build it with the same architecture. Received: model={model.name!r}"
+            )
+        target.set_weights(layer.get_weights())
