@@ -256,7 +256,8 @@ def rotated_about_face(image, record, box, degrees):
 
 
 def predict_records(runner, records, enlarge, batch_size=64, flip_test=False, progress=True,
-                    description="faces", box_jitter=None, seed=0, rotation=None, upright_pass=False):
+                    description="faces", box_jitter=None, seed=0, rotation=None, upright_pass=False,
+                    roll_search=False):
     """Predicts the landmarks of every record in original-image pixels.
 
     Each face is cropped from its box (square side ``enlarge`` times the box's
@@ -287,6 +288,8 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False, pr
         rotation: largest angle in degrees (see above), or None.
         upright_pass: re-crop faces whose predicted landmarks show a roll their
             crop missed (see :func:`fpezoo.runtime.predict_boxes`).
+        roll_search: search each face's roll from four turned crops (see
+            :func:`fpezoo.runtime.predict_boxes`).
 
     Returns:
         ``(keypoints (N, K, 2), confidence (N, K), model_runs (N,))``, float64
@@ -320,7 +323,8 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False, pr
             turns.append(turn)
         predictions = runtime.predict_boxes(runner, images, boxes, enlarge=enlarges,
                                             image_color=runner.spec.input_color, batch_size=batch_size,
-                                            flip_test=flip_test, upright_pass=upright_pass)
+                                            flip_test=flip_test, upright_pass=upright_pass,
+                                            roll_search=roll_search)
         for prediction, turn in zip(predictions, turns):
             # back into the upright image
             keypoints.append(prediction.keypoints if turn is None else invert_points(prediction.keypoints, turn))
@@ -370,7 +374,7 @@ def yaw_binned_statistics(errors, yaw_deg, threshold=FAILURE_THRESHOLD):
 def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size=64, limit=None,
              output=None, flip_test=False, scheme=None, input_color=None, reader=None,
              reader_options=None, progress=True, box=None, box_jitter=None, seed=0, rotation=None,
-             validation_split=None, upright_pass=False):
+             validation_split=None, upright_pass=False, roll_search=False):
     """Scores a model on a benchmark and returns (and optionally saves) the numbers.
 
     Args:
@@ -415,6 +419,11 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
             crop's are cropped again upright and run again
             (:func:`fpezoo.runtime.predict_boxes`). Off by default, so the
             number is the model's alone.
+        roll_search: the roll search for boxes at an unknown angle: each face
+            is run in four turned crops, each prediction re-cropped upright by
+            its landmarks' roll, and the most confident, self-consistent
+            re-crop kept (:func:`fpezoo.runtime.predict_boxes`; eight model
+            runs per face). Off by default.
 
     Returns:
         A JSON-able dict of results, including ``per_face`` errors (for CED
@@ -435,7 +444,8 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
     started = time.time()
     options = {"enlarge": enlarge, "box": box, "batch_size": batch_size, "flip_test": flip_test,
                "progress": progress, "scheme": model_scheme, "box_jitter": box_jitter, "seed": seed,
-               "rotation": rotation, "validation_split": validation_split, "upright_pass": upright_pass}
+               "rotation": rotation, "validation_split": validation_split, "upright_pass": upright_pass,
+               "roll_search": roll_search}
     if benchmark == "aflw2000-3d":
         results = _evaluate_aflw2000_3d(runner, data, limit, options)
     elif benchmark == "mtfl":
@@ -453,7 +463,9 @@ def evaluate(model, benchmark="aflw2000-3d", data=None, enlarge=None, batch_size
                  **({"box_jitter": {"shift": box_jitter[0], "zoom": box_jitter[1], "seed": seed}}
                     if box_jitter is not None else {}),
                  **({"rotation": {"max_deg": rotation, "seed": seed}} if rotation is not None else {}),
-                 **({"upright_pass": {"faces_run_twice": options.get("faces_run_twice", 0)}} if upright_pass else {}),
+                 **({"upright_pass": {"faces_run_twice": options.get("faces_run_twice", 0)}}
+                    if upright_pass and not roll_search else {}),
+                 **({"roll_search": {"model_runs": options.get("model_runs", 0)}} if roll_search else {}),
                  **({"validation_split": list(validation_split)} if validation_split is not None else {})},
         "limit": limit,
         "seconds": round(time.time() - started, 1),
@@ -474,12 +486,15 @@ def _limited(records, limit):
 def _predict(runner, records, options, description):
     """:func:`predict_records` with :func:`evaluate`'s options; the keypoints only.
 
-    The faces the upright pass ran again are counted in ``options["faces_run_twice"]``.
+    The faces the upright pass ran again are counted in ``options["faces_run_twice"]``,
+    the crops run in ``options["model_runs"]``.
     """
     predicted, _, model_runs = predict_records(
         runner, records, options["enlarge"], options["batch_size"], options["flip_test"], options["progress"],
-        description, options["box_jitter"], options["seed"], options["rotation"], options["upright_pass"])
+        description, options["box_jitter"], options["seed"], options["rotation"], options["upright_pass"],
+        options["roll_search"])
     options["faces_run_twice"] = options.get("faces_run_twice", 0) + int((model_runs > 1).sum())
+    options["model_runs"] = options.get("model_runs", 0) + int(model_runs.sum())
     return predicted
 
 
@@ -768,9 +783,12 @@ def format_table(results):
     rotation = results.get("crop", {}).get("rotation")
     rotation_note = (f", images turned by up to +-{rotation['max_deg']:g} degrees (seed {rotation['seed']})"
                      if rotation else "")
+    crop = results.get("crop", {})
+    search_note = (", roll search" if crop.get("roll_search") else ", upright pass" if crop.get("upright_pass")
+                   else "")
     lines = [f"{results['benchmark']}: {results['model']} ({results['faces']} faces, "
              f"{results['failed_faces']} failed, {results['seconds']} s{weights_note}{jitter_note}"
-             f"{rotation_note})"]
+             f"{rotation_note}{search_note})"]
     for key in ("nme_box", "nme_box_reannotated", "nme_inter_ocular", "nme_eye_centres", "nme",
                 "nme_3d", "nme_depth"):
         if key not in results:
@@ -873,6 +891,10 @@ def configure_parser(parser):
                         help="re-crop faces whose predicted landmarks are turned by more than "
                              f"{runtime.UPRIGHT_PASS_MIN_DEGREES:g} degrees, upright, and run them again "
                              "(what LandmarkDetector does); off: the model alone")
+    parser.add_argument("--roll-search", action="store_true",
+                        help="for faces at an unknown angle: run four turned crops of each face, re-crop each "
+                             "upright by its landmarks' roll, keep the most confident self-consistent one "
+                             "(8 model runs per face; what LandmarkDetector does for given boxes)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --box-jitter and --rotation")
     parser.add_argument("--validation-split", nargs=2, type=float, metavar=("FRACTION", "SEED"),
                         help="--benchmark records: only the faces of a training config's validation "
@@ -934,6 +956,7 @@ def _run(args):
         reader=args.reader, reader_options=_reader_options(args.reader_option),
         progress=not args.no_progress, box=args.box,
         box_jitter=args.box_jitter, seed=args.seed, rotation=args.rotation, upright_pass=args.upright_pass,
+        roll_search=args.roll_search,
         validation_split=args.validation_split,
     )
     print(format_table(results))
