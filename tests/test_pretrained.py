@@ -17,9 +17,18 @@ PRETRAINED = {
     "fpenet68_w32": ("aflw2000-3d", 0.05),
     "fpenet68_w64": ("aflw2000-3d", 0.045),
     "fan68_1x128": ("aflw2000-3d", 0.05),
+    "fan68_3d_1x128": ("aflw2000-3d", 0.05),
     "fpenet80_w32": ("aflw2000-3d", 0.05),
 }
 NUM_FACES = 50
+# 3D models: name -> bound on the mean 3D NME (fpezoo.evaluation.nme_3d, fitted (x, y, z))
+# over the first NUM_FACES AFLW2000-3D faces, the measurement (model card) plus a margin.
+PRETRAINED_3D = {
+    "fan68_3d_1x128": 0.06,
+}
+# The registered files stay small; the 3D FAN (a 2D FAN and its depth network, 1.2 M
+# parameters) is the largest at 5.3 MiB.
+MAX_WEIGHTS_BYTES = 6 * 2**20
 
 
 @pytest.mark.parametrize("name", sorted(PRETRAINED))
@@ -29,7 +38,7 @@ def test_registered_with_card_and_checksum(name):
     assert weights.sha256(path) == entry["sha256"]
     card = weights.model_card(name)
     assert entry["sha256"] in card, "the model card states the file's sha256"
-    assert path.stat().st_size < 5 * 2**20, "registered weights stay small"
+    assert path.stat().st_size < MAX_WEIGHTS_BYTES, "registered weights stay small"
 
 
 @pytest.mark.parametrize("name", sorted(PRETRAINED))
@@ -57,3 +66,13 @@ def test_landmarks_on_real_faces(name, shared_data):
     errors = np.asarray(results["per_face"][results["primary"]])
     assert errors.shape == (NUM_FACES,) and np.isfinite(errors).all()
     assert errors.mean() < bound, json.dumps({"mean_nme": errors.mean(), "bound": bound})
+
+
+@pytest.mark.parametrize("name", sorted(PRETRAINED_3D))
+def test_depth_on_real_faces(name, shared_data):
+    results = evaluation.evaluate(name, "aflw2000-3d", data=shared_data / "aflw2000-3d", limit=NUM_FACES,
+                                  progress=False)
+    errors = np.asarray(results["per_face"]["nme_3d"])
+    assert errors.shape == (NUM_FACES,) and np.isfinite(errors).all()
+    assert errors.mean() < PRETRAINED_3D[name], json.dumps({"mean_nme_3d": errors.mean()})
+    assert fpezoo.FAN(dimensions=3, weights=name).outputs[0].shape[-1] == 3
