@@ -46,7 +46,11 @@ MediaPipe weights 0.8 / 0.6 / 0.2 per yaw bin where the two agree) scores 2.23 /
 3.10 %, gain 0.59 %, 95 % bootstrap interval 0.53-0.66); on MTFL's validation
 faces 3.59 % against 5.49 % below 30 degrees. ``scripts/train_pretrained.py
 --combine-teachers`` writes it. Binning the offsets by signed yaw instead of
-|yaw| changed nothing (2.52 %).
+|yaw| changed nothing (2.52 %). The score is agreement with AFLW's human points,
+whose definitions differ from iBUG-68's: a model trained on the chosen labels
+scored worse on AFLW2000-3D's fitted and re-annotated labels (see
+``scripts/train_pretrained.py``), so a rule chosen here needs that check before
+a recipe uses it.
 
 Usage::
 
