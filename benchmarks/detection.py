@@ -450,7 +450,8 @@ def end_to_end(root, model, count, seed):
     from fpezoo.metrics import nme
     from fpezoo.predictor import LandmarkDetector
 
-    predictor = LandmarkDetector(model=model, detector="default")
+    # Upright photos: the ground-truth boxes are cropped upright, as before the roll search.
+    predictor = LandmarkDetector(model=model, detector="default", roll_search=False)
     detected, boxed, times, misses = [], [], [], 0
     truths = []
     for path, _, points68, _ in aflw2000_samples(root, count, seed):

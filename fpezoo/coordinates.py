@@ -163,6 +163,12 @@ def transform_points(points, transform):
     return points @ transform[:, :2].T + transform[:, 2]
 
 
+def transform_scale(transform):
+    """How a 2x3 affine (similarity) transform scales lengths, hence depth: ``sqrt(|det|)``."""
+    transform = np.asarray(transform, dtype="float64")
+    return float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
+
+
 def invert_points(points, transform):
     """Maps points from the crop back to the original image (inverse of ``transform``).
 

@@ -292,8 +292,10 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False, pr
             :func:`fpezoo.runtime.predict_boxes`).
 
     Returns:
-        ``(keypoints (N, K, 2), confidence (N, K), model_runs (N,))``, float64
-        / float32 / int: a face the model fails on has non-finite keypoints;
+        ``(keypoints (N, K, D), confidence (N, K), model_runs (N,))``, float64
+        / float32 / int: ``D`` is 2, or 3 when the model's keypoints carry depth
+        (in original-image pixels, :attr:`fpezoo.runtime.CropPrediction.depth`);
+        a face the model fails on has non-finite keypoints;
         ``model_runs`` is 2 for the faces the upright pass ran again.
     """
     from tqdm import tqdm
@@ -326,8 +328,11 @@ def predict_records(runner, records, enlarge, batch_size=64, flip_test=False, pr
                                             flip_test=flip_test, upright_pass=upright_pass,
                                             roll_search=roll_search)
         for prediction, turn in zip(predictions, turns):
-            # back into the upright image
-            keypoints.append(prediction.keypoints if turn is None else invert_points(prediction.keypoints, turn))
+            # back into the upright image (an in-plane turn leaves depth as it is)
+            points = prediction.keypoints if turn is None else invert_points(prediction.keypoints, turn)
+            if prediction.depth is not None:
+                points = np.concatenate([points, prediction.depth[:, None]], axis=1)
+            keypoints.append(points)
             confidence.append(prediction.confidence)
             model_runs.append(prediction.model_runs)
     return np.stack(keypoints).astype("float64"), np.stack(confidence).astype("float32"), np.array(model_runs)
@@ -484,7 +489,7 @@ def _limited(records, limit):
 
 
 def _predict(runner, records, options, description):
-    """:func:`predict_records` with :func:`evaluate`'s options; the keypoints only.
+    """:func:`predict_records` with :func:`evaluate`'s options; the keypoints (with depth, if any) only.
 
     The faces the upright pass ran again are counted in ``options["faces_run_twice"]``,
     the crops run in ``options["model_runs"]``.
@@ -505,8 +510,11 @@ def _evaluate_aflw2000_3d(runner, folder, limit, options):
     reannotated = _limited(read_aflw2000_3d(folder, labels="reannotated"), limit)
     # Each record's box is the box of its fitted 68 points (the 3DDFA crop).
     predicted = _predict(runner, fitted, options, "AFLW2000-3D")
-    predicted = to_scheme(predicted, options["scheme"], "ibug68")
     yaw = np.array([record.metadata["yaw_deg"] for record in fitted])
+    # A 3D ibug68 model is also scored in 3D, on the same predictions.
+    three_d = (_evaluate_3d(predicted, fitted, yaw) if predicted.shape[-1] == 3 and options["scheme"] == "ibug68"
+               else {})
+    predicted = to_scheme(predicted[..., :2], options["scheme"], "ibug68")
     fitted_points = np.stack([record.keypoints for record in fitted])
     reannotated_points = np.stack([record.keypoints for record in reannotated])
     nme_box, failed = failed_as_inf(metrics.nme(predicted, fitted_points, normalization="box_area"), predicted)
@@ -514,7 +522,6 @@ def _evaluate_aflw2000_3d(runner, folder, limit, options):
         metrics.nme(predicted, reannotated_points, normalization="box_area"), predicted)
     nme_inter_ocular, _ = failed_as_inf(
         metrics.nme(predicted, fitted_points, normalization="inter_ocular", scheme="ibug68"), predicted)
-    three_d = _evaluate_3d(runner, fitted, yaw, options)
     return {
         "faces": len(fitted),
         "failed_faces": failed,
@@ -530,23 +537,6 @@ def _evaluate_aflw2000_3d(runner, folder, limit, options):
 
 
 # --------------------------------------------------------------------------- 3D
-# evaluate() options under which the 3D pass (protocol crops, one model run per face) would not
-# score the same predictions as the 2D numbers: it is then left out, with the reason.
-_OPTIONS_WITHOUT_3D = ("box_jitter", "rotation", "upright_pass", "roll_search")
-
-
-def keypoint_dimensions(runner):
-    """2, or 3 for a Keras model whose keypoints carry depth (``fpezoo.FAN(dimensions=3)``).
-
-    Exported (``.onnx`` / ``.tflite``) runners count as 2D.
-    """
-    model = getattr(runner, "model", None)
-    try:
-        return int(model.outputs[0].shape[-1])
-    except (AttributeError, IndexError, TypeError):
-        return 2
-
-
 def _offset_free(points):
     """``(N, K, 3)`` points with each face's mean depth removed (depth has no common origin)."""
     points = np.array(points, dtype="float64")
@@ -608,81 +598,14 @@ def _per_face(values, predicted):
     return float(values) if predicted.ndim == 2 else values
 
 
-def predict_records_3d(runner, records, enlarge, batch_size=64, flip_test=False, progress=True,
-                       description="faces (3D)"):
-    """Predicts ``(N, K, 3)`` points with depth of every record, in original-image pixels.
-
-    The crop -> run -> invert loop of :func:`predict_records` without its
-    box and rotation options (each face cropped once from its box), keeping z:
-    x, y are mapped back by the inverse crop transform and z is divided by the
-    crop's scale (``sqrt(|det|)`` of the transform,
-    :func:`fpezoo.data.pipeline.depth_scale`), so all three share the image's
-    pixels.
-
-    Args:
-        runner: a Keras runner of a 3D model (:func:`keypoint_dimensions` is 3).
-        records: the faces.
-        enlarge: crop side over the longer side of a record's box.
-        batch_size: crops per model call.
-        flip_test: average with the mirrored crops' predictions
-            (:func:`fpezoo.schemes.flip_averaged_predictions`, depth included).
-        progress: show a progress bar.
-        description: label of the progress bar.
-
-    Returns:
-        ``(N, K, 3)`` float64.
-    """
-    from tqdm import tqdm
-
-    from fpezoo.coordinates import invert_points
-    from fpezoo.data.pipeline import depth_scale
-    from fpezoo.data.records import record_box
-
-    if keypoint_dimensions(runner) != 3:
-        raise ValueError(
-            "predict_records_3d needs a model whose keypoints carry depth (N, K, 3), e.g. "
-            f"fpezoo.FAN(dimensions=3). Received: model={runner.spec.name!r}")
-    points = []
-    starts = range(0, len(records), batch_size)
-    for start in tqdm(starts, desc=description, unit="batch", disable=not progress, file=sys.stderr):
-        crops, transforms = [], []
-        for record in records[start:start + batch_size]:
-            image = record.load_image(runner.spec.input_color)
-            crop, transform = runtime.face_crop(
-                image, record_box(record, image), runner.spec.input_size,
-                enlarge if record.box is not None else 1.0, 0.0, runner.spec.input_color,
-                runner.spec.input_color)
-            crops.append(crop)
-            transforms.append(transform)
-        batch = np.stack(crops).astype("float32")
-        if flip_test:
-            keypoints, _ = schemes.flip_averaged_predictions(runner, batch, runner.spec.scheme)
-        else:
-            keypoints, _ = runner(batch)
-        for predicted, transform in zip(np.asarray(keypoints, dtype="float64"), transforms):
-            points.append(np.concatenate(
-                [invert_points(predicted[:, :2], transform),
-                 predicted[:, 2:3] / depth_scale(transform)], axis=1))
-    return np.stack(points)
-
-
-def _evaluate_3d(runner, fitted, yaw, options):
-    """The 3D part of the AFLW2000-3D results for a 3D model (``{}`` for a 2D one).
+def _evaluate_3d(predicted, fitted, yaw):
+    """The 3D part of the AFLW2000-3D results of ``(N, 68, 3)`` predictions with depth.
 
     Returns ``{"summary": {...}, "per_face": {...}}`` to merge into the results:
     ``nme_3d`` and ``nme_depth`` (:func:`yaw_binned_statistics` of
-    :func:`nme_3d` and :func:`nme_depth` against the fitted (x, y, z)), or
-    ``nme_3d_skipped`` with the reason.
+    :func:`nme_3d` and :func:`nme_depth` against the fitted (x, y, z)), from the
+    same predictions as the 2D numbers.
     """
-    if keypoint_dimensions(runner) != 3:
-        return {}
-    active = [name for name in _OPTIONS_WITHOUT_3D if options.get(name)]
-    if options["scheme"] != "ibug68" or active:
-        reason = (f"options {active} change the 2D predictions" if active
-                  else f"a {options['scheme']} model, not ibug68")
-        return {"summary": {"nme_3d_skipped": f"3D errors are measured on plain protocol crops: {reason}"}}
-    predicted = predict_records_3d(runner, fitted, options["enlarge"], options["batch_size"],
-                                   options["flip_test"], options["progress"], "AFLW2000-3D (3D)")
     target = np.stack([np.concatenate([record.keypoints, record.metadata["z"][:, None]], axis=1)
                        for record in fitted])
     errors_3d, _ = failed_as_inf(nme_3d(predicted, target), predicted)
@@ -715,7 +638,7 @@ def _evaluate_mtfl(runner, list_file, limit, options):
         records, _ = with_landmark_boxes(records, "five_point")
     # Otherwise the records have no box: the loose 80x80 crops are taken whole.
     predicted = _predict(runner, records, options, "MTFL")
-    predicted = to_scheme(predicted, options["scheme"], "five_point")
+    predicted = to_scheme(predicted[..., :2], options["scheme"], "five_point")
     target = np.stack([record.keypoints for record in records])
     errors, failed = failed_as_inf(
         metrics.nme(predicted, target, normalization="eye_centres", scheme="five_point"), predicted)
@@ -748,7 +671,7 @@ def _evaluate_records(runner, label_file, reader, reader_options, limit, options
         raise ValueError(f"The label file mixes keypoint schemes. Received: schemes={sorted(names)}")
     label_scheme = names.pop()
     predicted = _predict(runner, records, options, str(label_file))
-    predicted = to_scheme(predicted, options["scheme"], label_scheme)
+    predicted = to_scheme(predicted[..., :2], options["scheme"], label_scheme)
     target = np.stack([record.keypoints for record in records])
     visibility = np.stack([record.visibility for record in records])
     resolved = schemes.get_scheme(label_scheme)

@@ -73,6 +73,9 @@ class Face:
         roll: degrees the face's crop was turned by to set it upright (its
             in-plane rotation, :func:`fpezoo.coordinates.roll_from_eyes`; 0
             when the crop was not turned).
+        depth: ``(K,)`` float32 depth of each keypoint in image pixels for a 3D
+            model (``fpezoo.FAN(dimensions=3)``; larger nearer the camera, the
+            offset arbitrary), else None.
     """
 
     box: tuple
@@ -83,6 +86,7 @@ class Face:
     detector_points: Optional[np.ndarray] = None
     scheme: Optional[str] = None
     roll: float = 0.0
+    depth: Optional[np.ndarray] = None
 
     def to_dict(self, decimals=2):
         """A JSON-ready dict (plain lists and floats)."""
@@ -95,6 +99,8 @@ class Face:
             "scheme": self.scheme,
             "roll": round(float(self.roll), decimals),
         }
+        if self.depth is not None:
+            result["depth"] = np.round(self.depth.astype("float64"), decimals).tolist()
         if self.detector_points is not None:
             result["detector_points"] = np.round(self.detector_points.astype("float64"), decimals).tolist()
         return result
@@ -420,6 +426,7 @@ class LandmarkDetector:
             keypoints=keypoints, confidence=confidence,
             visibility=inside & (confidence >= self.visibility_threshold),
             detector_points=points, scheme=self.scheme, roll=prediction.roll,
+            depth=None if prediction.depth is None else np.asarray(prediction.depth, dtype="float32"),
         )
 
 

@@ -44,6 +44,7 @@ from fpezoo.coordinates import (
     invert_points,
     rotation_transform,
     transform_points,
+    transform_scale,
     warp,
     warp_block_size,
 )
@@ -451,7 +452,7 @@ class KerasRunner:
         self.spec = spec or keras_model_spec(model)
 
     def __call__(self, crops):
-        """``(keypoints (N, K, 2), confidence (N, K))`` for float32 crops ``(N, H, W, C)``."""
+        """``(keypoints (N, K, 2 or 3), confidence (N, K))`` for float32 crops ``(N, H, W, C)``."""
         outputs = self.model.predict_on_batch(np.asarray(crops, dtype="float32"))
         return np.asarray(outputs[0]), np.asarray(outputs[1])
 
@@ -659,7 +660,9 @@ def run_batches(runner, crops, batch_size=16, flip_test=False):
             needs the runner's scheme).
 
     Returns:
-        ``(keypoints (N, K, 2), confidence (N, K))`` float32 in crop pixels.
+        ``(keypoints (N, K, D), confidence (N, K))`` float32 in crop pixels:
+        ``D`` is 2, or 3 for a model whose keypoints carry depth
+        (``fpezoo.FAN(dimensions=3)``; z in crop pixels, larger nearer).
     """
     from fpezoo.schemes import flip_averaged_predictions
 
@@ -682,7 +685,7 @@ def run_batches(runner, crops, batch_size=16, flip_test=False):
             batch_keypoints, batch_confidence = flip_averaged_predictions(runner, batch, runner.spec.scheme)
         else:
             batch_keypoints, batch_confidence = runner(batch)
-        keypoints.append(np.asarray(batch_keypoints, dtype="float32")[:count, :, :2])
+        keypoints.append(np.asarray(batch_keypoints, dtype="float32")[:count])
         confidence.append(np.asarray(batch_confidence, dtype="float32")[:count])
     return np.concatenate(keypoints), np.concatenate(confidence)
 
@@ -734,6 +737,8 @@ class CropPrediction:
         keypoints: ``(K, 2)`` float64.
         confidence: ``(K,)`` float32.
         roll: degrees the crop that gave them was turned by.
+        depth: ``(K,)`` float64 depth of a 3D model's points in image pixels
+            (larger nearer the camera, offset arbitrary), else None.
         model_runs: crops of this face run through the model: 2 when the
             upright pass ran (whichever result was kept), 8 with the roll
             search (fewer for a face whose landmarks are not finite), else 1.
@@ -742,6 +747,7 @@ class CropPrediction:
     keypoints: np.ndarray
     confidence: np.ndarray
     roll: float
+    depth: Optional[np.ndarray] = None
     model_runs: int = 1
 
 
@@ -799,7 +805,8 @@ def predict_boxes(runner, images, boxes, rolls=None, enlarge=None, image_color="
             crops.append(crop)
             transforms.append(transform)
         keypoints, confidence = run_batches(runner, crops, batch_size, flip_test)
-        return [CropPrediction(invert_points(points, transform), scores, roll)
+        return [CropPrediction(invert_points(points[:, :2], transform), scores, roll,
+                               points[:, 2] / transform_scale(transform) if points.shape[1] > 2 else None)
                 for points, scores, roll, transform in zip(keypoints, confidence, face_rolls, transforms)]
 
     if roll_search and runner.spec.scheme is not None and boxes:

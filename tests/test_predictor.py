@@ -413,8 +413,8 @@ def test_litert_backend_matches_keras():
     model = FPENet(num_keypoints=68, width=8)
     image = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
     boxes = [(180, 80, 270, 180), (0, 0, 200, 150), (150, 60, 300, 230)]
-    keras_faces = LandmarkDetector(model=model, detector=None, batch_size=2).predict(image, boxes=boxes)
-    litert = LandmarkDetector(model=model, detector=None, batch_size=2, backend="litert")
+    keras_faces = LandmarkDetector(model=model, detector=None, batch_size=2, roll_search=False).predict(image, boxes=boxes)
+    litert = LandmarkDetector(model=model, detector=None, batch_size=2, backend="litert", roll_search=False)
     for keras_face, litert_face in zip(keras_faces, litert.predict(image, boxes=boxes)):
         np.testing.assert_allclose(litert_face.keypoints, keras_face.keypoints, atol=1e-2)
         np.testing.assert_allclose(litert_face.confidence, keras_face.confidence, atol=1e-4)
@@ -443,11 +443,12 @@ def test_flip_test_averages_the_face_and_its_mirror_image():
     image = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
     box = [(180, 80, 280, 200)]  # the face; box edges mirror as x -> width - x
     mirrored_box = [(image.shape[1] - box[0][2], box[0][1], image.shape[1] - box[0][0], box[0][3])]
-    plain = LandmarkDetector("fpenet68_w32", detector=None, backend="keras")
+    plain = LandmarkDetector("fpenet68_w32", detector=None, backend="keras", roll_search=False)
     direct = plain.predict(image, boxes=box)[0]
     mirrored = plain.predict(np.ascontiguousarray(image[:, ::-1]), boxes=mirrored_box)[0]
     mirrored_back, _ = schemes.flip_keypoints(mirrored.keypoints, None, "ibug68", image.shape[1])
-    averaged = LandmarkDetector("fpenet68_w32", detector=None, backend="keras", flip_test=True)
+    averaged = LandmarkDetector("fpenet68_w32", detector=None, backend="keras", flip_test=True,
+                                roll_search=False)
     face = averaged.predict(image, boxes=box)[0]
     assert np.abs(direct.keypoints - mirrored_back).max() > 0.1, "the two views should differ"
     np.testing.assert_allclose(face.keypoints, (direct.keypoints + mirrored_back) / 2, atol=0.05)
@@ -525,3 +526,17 @@ def test_given_boxes_of_turned_faces_are_searched_for_their_roll(shared_data, an
             errors.setdefault(key, []).append(np.linalg.norm(face.keypoints - points, axis=1).mean() / norm)
     upright, turned, one_crop = (np.mean(errors[key]) for key in ("upright", "turned", "turned, one crop"))
     assert upright < 0.05 and turned < 1.15 * upright and one_crop > 1.3 * turned, (upright, turned, one_crop)
+
+
+def test_a_3d_model_gives_each_face_a_depth():
+    from fpezoo.models.fan import FAN
+
+    model = FAN(num_keypoints=68, num_stacks=1, width=8, input_size=128, dimensions=3, depth_blocks=(1, 1, 1, 1),
+                depth_width=4)
+    image = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
+    (face,) = LandmarkDetector(model=model, detector=None, roll_search=False).predict(image, boxes=[(180, 80, 280, 200)])
+    assert face.keypoints.shape == (68, 2) and face.depth.shape == (68,) and np.isfinite(face.depth).all()
+    assert len(face.to_dict()["depth"]) == 68
+    (flat,) = LandmarkDetector(model=FAN(num_keypoints=68, num_stacks=1, width=8, input_size=128),
+                               detector=None).predict(image, boxes=[(180, 80, 280, 200)])
+    assert flat.depth is None and "depth" not in flat.to_dict()

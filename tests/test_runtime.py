@@ -202,3 +202,30 @@ def test_exported_files_run_in_the_predictor_like_the_registered_name(tmp_path):
     onnx_faces = exported.predict(image)
     assert len(onnx_faces) == len(keras_faces) == 1
     np.testing.assert_allclose(onnx_faces[0].keypoints, keras_faces[0].keypoints, atol=0.05)
+
+
+def test_depth_of_a_3d_model_comes_back_in_image_pixels():
+    """z in crop pixels is divided by the crop's scale, as x and y are mapped back."""
+
+    class DepthRunner:
+        backend = "test"
+        spec = runtime.ModelSpec("depth", (64, 64), "rgb", 5, scheme="five_point", enlarge=1.0)
+
+        def __call__(self, crops):
+            points = np.tile(np.array([[20.0, 20.0, 8.0]]), (len(crops), 5, 1))
+            points[:, :, 2] += np.arange(5)
+            return points.astype("float32"), np.ones((len(crops), 5), "float32")
+
+    image = np.zeros((200, 200, 3), np.uint8)
+    (prediction,) = runtime.predict_boxes(DepthRunner(), [image], [(0, (50.0, 50.0, 178.0, 178.0))])
+    # The 128-pixel box fills the 64-pixel crop: image lengths are twice crop lengths.
+    np.testing.assert_allclose(prediction.depth, 2.0 * (8.0 + np.arange(5)), rtol=1e-6)
+    assert prediction.keypoints.shape == (5, 2)
+
+    class FlatRunner(DepthRunner):
+        def __call__(self, crops):
+            points, confidence = super().__call__(crops)
+            return points[:, :, :2], confidence
+
+    (two_d,) = runtime.predict_boxes(FlatRunner(), [image], [(0, (50.0, 50.0, 90.0, 90.0))])
+    assert two_d.depth is None

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from fpezoo import schemes
-from fpezoo.coordinates import compose, crop_transform, transform_points, warp
+from fpezoo.coordinates import compose, crop_transform, transform_points, transform_scale, warp
 from fpezoo.data.augment import FaceAugmenter, mark_outside
 from fpezoo.data.records import COLORS, record_box
 
@@ -118,12 +118,6 @@ def stack_depth(records, scheme):
             )
         depths.append(depth)
     return np.stack(depths)
-
-
-def depth_scale(transform):
-    """How a 2x3 affine (similarity) transform scales lengths, hence depth: ``sqrt(|det|)``."""
-    transform = np.asarray(transform, dtype="float64")
-    return float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
 
 
 # --------------------------------------------------------------------------- examples
@@ -217,7 +211,7 @@ class ExampleMaker:
         points = np.where(visibility[:, None] > 0, points, 0.0)
         columns = [points, visibility[:, None]]
         if depth is not None:
-            columns.append(depth[:, None] * depth_scale(transform))
+            columns.append(depth[:, None] * transform_scale(transform))
         y_true = np.concatenate(columns, axis=1).astype("float32")
         return crop.astype("float32"), y_true
 
