@@ -45,6 +45,11 @@ def _xy_scale(src_hw, dst_hw):
     )
 
 
+def angle_difference(angle, reference):
+    """``angle - reference`` in degrees, wrapped into ``[-180, 180)`` (arrays broadcast)."""
+    return (np.asarray(angle, dtype="float64") - reference + 180.0) % 360.0 - 180.0
+
+
 def rotation_transform(angle, centre):
     """The 2x3 affine matrix turning points by ``angle`` degrees about ``centre``.
 

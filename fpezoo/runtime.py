@@ -39,6 +39,7 @@ from typing import Optional
 import numpy as np
 
 from fpezoo.coordinates import (
+    angle_difference,
     compose,
     crop_transform,
     invert_points,
@@ -815,7 +816,7 @@ def predict_boxes(runner, images, boxes, rolls=None, enlarge=None, image_color="
     if not upright_pass or runner.spec.scheme is None or not predictions:
         return predictions
     found = landmark_roll(np.stack([p.keypoints for p in predictions]), runner.spec.scheme)
-    off = (found - np.asarray(rolls) + 180.0) % 360.0 - 180.0
+    off = angle_difference(found, np.asarray(rolls))
     again = [i for i in np.flatnonzero(np.abs(off) > UPRIGHT_PASS_MIN_DEGREES)
              if np.isfinite(predictions[i].keypoints).all()]
     if not again:
@@ -838,10 +839,13 @@ def _roll_searched(crop_and_run, scheme, boxes, rolls, enlarges):
         [(boxes[face][0], upright_landmark_box(turned[turn][face].keypoints, found[turn, face]))
          for face, turn in candidates],
         [float(found[turn, face]) for face, turn in candidates], [enlarges[face] for face, _ in candidates])
+    scores = np.zeros(0)
+    if recropped:
+        drift = np.abs(angle_difference(landmark_roll(np.stack([p.keypoints for p in recropped]), scheme),
+                                        np.array([p.roll for p in recropped])))
+        scores = np.array([p.confidence.mean() for p in recropped]) * np.exp(-drift / ROLL_SEARCH_CONSISTENCY_DEGREES)
     best = {}
-    for (face, _), prediction in zip(candidates, recropped):
-        drift = abs((landmark_roll(prediction.keypoints, scheme) - prediction.roll + 180.0) % 360.0 - 180.0)
-        score = prediction.confidence.mean() * math.exp(-drift / ROLL_SEARCH_CONSISTENCY_DEGREES)
+    for (face, _), prediction, score in zip(candidates, recropped, scores):
         if np.isfinite(score) and (face not in best or score > best[face][0]):
             best[face] = (score, prediction)
     runs = len(turned) + np.bincount([face for face, _ in candidates], minlength=len(boxes))

@@ -171,15 +171,13 @@ def validation_mask(images, fraction, seed):
 
 
 def recipe_split(config_path=DEFAULT_CONFIG):
-    """``(validation_fraction, seed)`` of a training config (following its ``extends``)."""
-    config_path = pathlib.Path(config_path)
-    config = json.loads(config_path.read_text())
-    fraction, seed = config.get("data", {}).get("validation_fraction"), config.get("seed")
-    if "extends" in config and (fraction is None or seed is None):
-        base_fraction, base_seed = recipe_split(config_path.parent / config["extends"])
-        fraction = base_fraction if fraction is None else fraction
-        seed = base_seed if seed is None else seed
-    return fraction, seed
+    """``(validation_fraction, seed)`` of a training config (:func:`fpezoo.training.load_config`,
+    which follows its ``extends``; training's defaults where it sets neither)."""
+    from fpezoo.training import DEFAULTS, load_config
+
+    config = load_config(config_path)
+    return (config.get("data", {}).get("validation_fraction", DEFAULTS["data"]["validation_fraction"]),
+            config.get("seed", DEFAULTS["seed"]))
 
 
 def yaw_bin(yaw):
